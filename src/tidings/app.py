@@ -1,0 +1,56 @@
+"""Builds the ASGI application: routers, error handlers, and the in-process worker if asked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from tidings import __version__
+from tidings.campaigns.api import router as campaigns_router
+from tidings.channels.api import router as channels_router
+from tidings.console.pages import router as console_router
+from tidings.delivery.worker import Worker
+from tidings.profiles.api import router as profiles_router
+from tidings.runtime import Runtime
+from tidings.web import install_error_handlers
+from tidings.workspaces.api import router as workspaces_router
+
+
+def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Worker(runtime).run(stop)) if with_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+
+    app = FastAPI(
+        title="Tidings",
+        version=__version__,
+        summary="API-triggered campaigns over email, SMS and push",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    for router in (
+        workspaces_router,
+        channels_router,
+        campaigns_router,
+        profiles_router,
+        console_router,
+    ):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Alive: the process answers. (Readiness checks come with the operations issue.)"""
+        return {"status": "ok"}
+
+    return app

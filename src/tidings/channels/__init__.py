@@ -1,0 +1,1 @@
+"""Channels: configurations (sender identity, provider) and, later, one adapter per channel."""

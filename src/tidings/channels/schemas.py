@@ -1,0 +1,196 @@
+"""API shapes of channel configurations; secret fields are write-only."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    model_validator,
+)
+
+from tidings.vocabulary import E164_PATTERN, Category, Channel
+
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,76}$")
+# Headers Tidings writes itself; a configuration may not override them.
+RESERVED_HEADERS = frozenset(
+    {"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
+     "content-type", "content-transfer-encoding", "list-unsubscribe",
+     "list-unsubscribe-post", "dkim-signature", "reply-to"}
+)
+
+
+def _check_smtp_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("must start with smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if port == 0:
+        raise ValueError("has an invalid port")
+    return value
+
+
+def _check_e164(value: str) -> str:
+    if not E164_PATTERN.match(value):
+        raise ValueError("must be an E.164 phone number such as +14155550100")
+    return value
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    for name, header_value in value.items():
+        if not HEADER_NAME.match(name):
+            raise ValueError(f"'{name}' is not a valid header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"'{name}' is set by Tidings and cannot be overridden")
+        if "\r" in header_value or "\n" in header_value:
+            raise ValueError(f"the value of '{name}' contains a line break")
+    return value
+
+
+SmtpUrl = Annotated[str, Field(max_length=2000), AfterValidator(_check_smtp_url)]
+E164 = Annotated[str, AfterValidator(_check_e164)]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Fields stored apart and never returned by the API.
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+
+class EmailSettings(_Settings):
+    from_address: EmailStr
+    from_name: str | None = Field(default=None, max_length=200)
+    reply_to: EmailStr | None = None
+    smtp_url: SmtpUrl | None = Field(
+        default=None,
+        description="smtp:// or smtps:// URL of the relay, credentials included; "
+        "falls back to TIDINGS_SMTP_URL. Returned without its password.",
+    )
+    open_tracking: bool = False
+    click_tracking: bool = False
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
+        default_factory=dict, max_length=50
+    )
+
+
+class SmsSettings(_Settings):
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("auth_token",)
+
+    provider: Literal["twilio", "generic", "dev"] = "dev"
+    from_number: E164 | None = None
+    messaging_service_sid: str | None = Field(default=None, max_length=64)
+    account_sid: str | None = Field(default=None, max_length=64)
+    auth_token: str | None = Field(default=None, max_length=256)
+    endpoint_url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> SmsSettings:
+        if self.provider == "twilio":
+            missing = [name for name in ("account_sid", "auth_token") if not getattr(self, name)]
+            if not (self.from_number or self.messaging_service_sid):
+                missing.append("from_number")
+            if missing:
+                raise ValueError("twilio needs " + ", ".join(missing))
+        if self.provider == "generic" and self.endpoint_url is None:
+            raise ValueError("the generic provider needs endpoint_url")
+        return self
+
+
+class PushSettings(_Settings):
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("fcm_service_account_json", "apns_private_key")
+
+    provider: Literal["fcm", "apns", "dev"] = "dev"
+    app_id: str | None = Field(default=None, max_length=200)
+    fcm_project_id: str | None = Field(default=None, max_length=200)
+    fcm_service_account_json: str | None = Field(default=None, max_length=20_000)
+    apns_team_id: str | None = Field(default=None, max_length=20)
+    apns_key_id: str | None = Field(default=None, max_length=20)
+    apns_private_key: str | None = Field(default=None, max_length=10_000)
+    apns_bundle_id: str | None = Field(default=None, max_length=200)
+    apns_environment: Literal["production", "sandbox"] = "production"
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> PushSettings:
+        required = {
+            "fcm": ("fcm_project_id", "fcm_service_account_json"),
+            "apns": ("apns_team_id", "apns_key_id", "apns_private_key", "apns_bundle_id"),
+            "dev": (),
+        }[self.provider]
+        missing = [name for name in required if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{self.provider} needs " + ", ".join(missing))
+        return self
+
+
+SETTINGS_MODELS: dict[Channel, type[_Settings]] = {
+    Channel.EMAIL: EmailSettings,
+    Channel.SMS: SmsSettings,
+    Channel.PUSH: PushSettings,
+}
+
+
+class ChannelConfigurationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    channel: Channel
+    category: Category
+    email: EmailSettings | None = None
+    sms: SmsSettings | None = None
+    push: PushSettings | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_the_channel(self) -> ChannelConfigurationCreate:
+        for channel in Channel:
+            given = getattr(self, channel.value) is not None
+            if channel is self.channel and not given:
+                raise ValueError(f"a {channel} configuration needs its '{channel}' settings")
+            if channel is not self.channel and given:
+                raise ValueError(f"'{channel}' settings do not belong to a {self.channel} one")
+        return self
+
+    def settings(self) -> _Settings:
+        settings: _Settings = getattr(self, self.channel.value)
+        return settings
+
+
+class ChannelConfigurationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    channel: Channel | None = Field(default=None, description="Cannot change; accepted if equal")
+    category: Category | None = None
+    email: dict[str, Any] | None = Field(default=None, description="EmailSettings, partial")
+    sms: dict[str, Any] | None = Field(default=None, description="SmsSettings, partial")
+    push: dict[str, Any] | None = Field(default=None, description="PushSettings, partial")
+
+
+class ChannelConfigurationOut(BaseModel):
+    id: str
+    name: str
+    channel: Channel
+    category: Category
+    email: dict[str, Any] | None = None
+    sms: dict[str, Any] | None = None
+    push: dict[str, Any] | None = None
+    secrets_set: list[str] = Field(description="Names of write-only secrets that have a value")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChannelConfigurationList(BaseModel):
+    items: list[ChannelConfigurationOut]
+    next_cursor: str | None

@@ -1,0 +1,49 @@
+"""Settings read from TIDINGS_* environment variables, with the defaults of the embedded shape."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    """Every knob an operator can turn; the README's configuration table mirrors this class."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""
+    bootstrap_api_key: str | None = None
+    smtp_url: str | None = None
+    public_url: str | None = None
+    auto_migrate: bool = True
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    log_level: str = "info"
+    # Guards on user-authored content: a template may not be larger than this nor spend more
+    # than this much fuel (minijinja's unit of interpreter work) in one render.
+    template_max_bytes: int = Field(default=256 * 1024, gt=0)
+    template_fuel: int = Field(default=200_000, gt=0)
+
+    @field_validator("bootstrap_api_key")
+    @classmethod
+    def _key_long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("TIDINGS_BOOTSTRAP_API_KEY must be at least 16 characters")
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tidings.db').as_posix()}"
+
+    @cached_property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

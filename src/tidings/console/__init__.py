@@ -1,0 +1,1 @@
+"""The web console (a placeholder page until the console issue lands)."""

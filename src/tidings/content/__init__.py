@@ -1,0 +1,1 @@
+"""Message content: per-channel shapes, the template engine, validation and preview rendering."""

@@ -1,0 +1,17 @@
+"""Imports every feature's tables so the shared MetaData is complete (for Alembic and tests)."""
+
+from __future__ import annotations
+
+from tidings.campaigns import models as campaigns_models
+from tidings.channels import models as channels_models
+from tidings.db.metadata import metadata
+from tidings.profiles import models as profiles_models
+from tidings.workspaces import models as workspaces_models
+
+__all__ = [
+    "campaigns_models",
+    "channels_models",
+    "metadata",
+    "profiles_models",
+    "workspaces_models",
+]

@@ -1,0 +1,1 @@
+"""Delivery: background workers (campaign schedules now; message claiming with executions)."""

@@ -1,0 +1,1 @@
+"""Profiles: identities in namespaces, attributes, per-channel marketing consent."""

@@ -1,0 +1,272 @@
+"""Profiles: upsert by identity, read, delete, and resolution of a recipient for rendering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import available_timezones
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+
+from tidings.clock import utcnow
+from tidings.db import Database
+from tidings.db.upsert import insert_ignoring_conflicts
+from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound
+from tidings.ids import new_id
+from tidings.profiles.models import profile_attribute_paths, profile_identities, profiles
+from tidings.profiles.schemas import (
+    MAX_ATTRIBUTE_BYTES,
+    MAX_ATTRIBUTE_DEPTH,
+    ConsentStatus,
+    Identity,
+    ProfileUpsert,
+)
+from tidings.vocabulary import E164_PATTERN, EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
+
+MAX_TRACKED_PATHS = 1000
+_TIMEZONES = frozenset(available_timezones())
+
+
+def normalize_identity(namespace: str, value: str, field: str = "id") -> str:
+    """The canonical form of an identity value, or InvalidInput naming `field`."""
+    value = value.strip()
+    if namespace == EMAIL_NAMESPACE:
+        try:
+            return validate_email(value, check_deliverability=False).normalized.lower()
+        except EmailNotValidError as exc:
+            raise InvalidInput.on(field, f"is not a valid email address ({exc})") from None
+    if namespace == PHONE_NAMESPACE and not E164_PATTERN.match(value):
+        raise InvalidInput.on(field, "must be an E.164 phone number such as +14155550100")
+    if not value:
+        raise InvalidInput.on(field, "must not be blank")
+    return value
+
+
+def attribute_paths(attributes: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Every dotted path of nested objects (lists are leaves), parents included."""
+    for key, value in attributes.items():
+        path = f"{prefix}{key}"
+        yield path
+        if isinstance(value, Mapping):
+            yield from attribute_paths(value, path + ".")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    profile: dict[str, Any]
+    created: bool
+
+
+def _check_upsert(body: ProfileUpsert) -> None:
+    errors = ErrorCollector()
+    if body.timezone is not None and body.timezone not in _TIMEZONES:
+        errors.add("timezone", "is not an IANA time zone such as Europe/Paris")
+    if len(json.dumps(body.attributes)) > MAX_ATTRIBUTE_BYTES:
+        errors.add("attributes", f"are larger than {MAX_ATTRIBUTE_BYTES} bytes as JSON")
+    if _depth(body.attributes) > MAX_ATTRIBUTE_DEPTH:
+        errors.add("attributes", f"nest deeper than {MAX_ATTRIBUTE_DEPTH} levels")
+    errors.raise_if_any("the profile is invalid")
+
+
+def upsert(
+    db: Database, workspace_id: str, namespace: str, identity_value: str, body: ProfileUpsert
+) -> UpsertResult:
+    _check_upsert(body)
+    key_value = normalize_identity(namespace, identity_value)
+    wanted = {(namespace, key_value)}
+    for index, identity in enumerate(body.identities):
+        wanted.add(
+            (
+                identity.namespace,
+                normalize_identity(identity.namespace, identity.id, f"identities.{index}.id"),
+            )
+        )
+    now = utcnow()
+    with db.write() as conn:
+        owners = _owners(conn, workspace_id, wanted)
+        owner_ids = set(owners.values())
+        if len(owner_ids) > 1:
+            raise Conflict(
+                "these identities belong to different profiles; merge them first",
+            )
+        profile_id = owner_ids.pop() if owner_ids else None
+        created = profile_id is None
+        if created:
+            profile_id = new_id()
+            conn.execute(
+                profiles.insert().values(
+                    id=profile_id,
+                    workspace_id=workspace_id,
+                    attributes=body.attributes,
+                    consent=_merge_consent({}, body, now),
+                    timezone=body.timezone,
+                    locale=body.locale,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        else:
+            current = _load_row(conn, workspace_id, profile_id)
+            assert current is not None
+            conn.execute(
+                profiles.update()
+                .where(profiles.c.id == profile_id)
+                .values(
+                    attributes=body.attributes,
+                    consent=_merge_consent(current["consent"], body, now),
+                    timezone=body.timezone,
+                    locale=body.locale,
+                    updated_at=now,
+                )
+            )
+        new_identities = [
+            {"workspace_id": workspace_id, "namespace": ns, "value": value, "profile_id": profile_id}
+            for ns, value in sorted(wanted)
+            if (ns, value) not in owners
+        ]
+        if new_identities:
+            conn.execute(profile_identities.insert(), new_identities)
+        _remember_paths(conn, workspace_id, body.attributes, now)
+        profile = _load(conn, workspace_id, profile_id)
+    assert profile is not None
+    return UpsertResult(profile=profile, created=created)
+
+
+def _owners(
+    conn: sa.Connection, workspace_id: str, identities: set[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    condition = sa.or_(
+        *(
+            sa.and_(profile_identities.c.namespace == ns, profile_identities.c.value == value)
+            for ns, value in identities
+        )
+    )
+    rows = conn.execute(
+        sa.select(
+            profile_identities.c.namespace,
+            profile_identities.c.value,
+            profile_identities.c.profile_id,
+        ).where(profile_identities.c.workspace_id == workspace_id, condition)
+    ).all()
+    return {(row.namespace, row.value): row.profile_id for row in rows}
+
+
+def _merge_consent(
+    current: Mapping[str, Any], body: ProfileUpsert, now: Any
+) -> dict[str, Any]:
+    consent = dict(current)
+    for channel, status in body.consent.items():
+        previous = consent.get(channel.value, {}).get("status", ConsentStatus.UNSET.value)
+        if previous != status.value:
+            consent[channel.value] = {
+                "status": status.value,
+                "updated_at": now.isoformat(),
+                "source": "api",
+            }
+    return consent
+
+
+def _remember_paths(
+    conn: sa.Connection, workspace_id: str, attributes: Mapping[str, Any], now: Any
+) -> None:
+    paths = []
+    for path in attribute_paths(attributes):
+        if len(paths) >= MAX_TRACKED_PATHS:
+            break
+        if len(path) <= 512:
+            paths.append({"workspace_id": workspace_id, "path": path, "first_seen_at": now})
+    insert_ignoring_conflicts(conn, profile_attribute_paths, paths)
+
+
+def known_attribute_paths(conn: sa.Connection, workspace_id: str, paths: set[str]) -> set[str]:
+    if not paths:
+        return set()
+    rows = conn.execute(
+        sa.select(profile_attribute_paths.c.path).where(
+            profile_attribute_paths.c.workspace_id == workspace_id,
+            profile_attribute_paths.c.path.in_(sorted(paths)),
+        )
+    ).scalars()
+    return set(rows)
+
+
+def _load_row(conn: sa.Connection, workspace_id: str, profile_id: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            sa.select(profiles).where(
+                profiles.c.id == profile_id, profiles.c.workspace_id == workspace_id
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def _load(conn: sa.Connection, workspace_id: str, profile_id: str) -> dict[str, Any] | None:
+    row = _load_row(conn, workspace_id, profile_id)
+    if row is None:
+        return None
+    identities = conn.execute(
+        sa.select(profile_identities.c.namespace, profile_identities.c.value)
+        .where(profile_identities.c.profile_id == profile_id)
+        .order_by(profile_identities.c.namespace, profile_identities.c.value)
+    ).all()
+    row["identities"] = [Identity(namespace=i.namespace, id=i.value) for i in identities]
+    row["consent"] = {
+        channel.value: row["consent"].get(channel.value, {"status": ConsentStatus.UNSET.value})
+        for channel in Channel
+    }
+    return row
+
+
+def find_profile_id(
+    conn: sa.Connection, workspace_id: str, namespace: str, value: str
+) -> str | None:
+    found: str | None = conn.execute(
+        sa.select(profile_identities.c.profile_id).where(
+            profile_identities.c.workspace_id == workspace_id,
+            profile_identities.c.namespace == namespace,
+            profile_identities.c.value == value,
+        )
+    ).scalar_one_or_none()
+    return found
+
+
+def get(db: Database, workspace_id: str, namespace: str, value: str) -> dict[str, Any]:
+    value = normalize_identity(namespace, value)
+    with db.read() as conn:
+        profile_id = find_profile_id(conn, workspace_id, namespace, value)
+        profile = _load(conn, workspace_id, profile_id) if profile_id else None
+    if profile is None:
+        raise NotFound(f"no profile with {namespace} identity '{value}'")
+    return profile
+
+
+def delete(db: Database, workspace_id: str, namespace: str, value: str) -> None:
+    """Removes the profile, its identities and attributes (right to be forgotten)."""
+    value = normalize_identity(namespace, value)
+    with db.write() as conn:
+        profile_id = find_profile_id(conn, workspace_id, namespace, value)
+        if profile_id is None:
+            raise NotFound(f"no profile with {namespace} identity '{value}'")
+        conn.execute(profile_identities.delete().where(profile_identities.c.profile_id == profile_id))
+        conn.execute(profiles.delete().where(profiles.c.id == profile_id))
+
+
+def get_attributes(conn: sa.Connection, profile_id: str) -> dict[str, Any]:
+    attributes: dict[str, Any] = conn.execute(
+        sa.select(profiles.c.attributes).where(profiles.c.id == profile_id)
+    ).scalar_one()
+    return attributes

@@ -1,0 +1,141 @@
+"""HTTP plumbing shared by every api.py: RFC 9457 problems, the runtime, auth dependencies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tidings.errors import AuthenticationFailed, FieldError, TidingsError
+from tidings.runtime import Runtime
+from tidings.workspaces.schemas import Scope
+from tidings.workspaces.service import Principal
+
+log = logging.getLogger("tidings.web")
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with `errors` naming each offending field."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_JSON: {}}}
+    for status in (400, 401, 403, 404, 409, 422, 503)
+}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str | None,
+    errors: Sequence[FieldError] = (),
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body["errors"] = [error.as_dict() for error in errors]
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _location_to_field(location: Sequence[int | str]) -> str:
+    parts = list(location)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        source = parts.pop(0)
+        if not parts:
+            return str(source)
+    return ".".join(str(part) for part in parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TidingsError)
+    async def _tidings_error(request: Request, exc: TidingsError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
+        if exc.retryable:
+            headers = {"Retry-After": "5"}
+        return problem_response(
+            exc.status, exc.title, exc.detail, exc.errors, request.url.path, headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        status = 422
+        for error in exc.errors():
+            if error.get("type") == "json_invalid":
+                status = 400
+                errors.append(FieldError("body", "is not valid JSON"))
+                continue
+            message = str(error.get("msg", "is invalid"))
+            errors.append(FieldError(_location_to_field(error.get("loc", ())), message))
+        title = "Malformed request body" if status == 400 else "Invalid input"
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+        return problem_response(status, title, detail, errors, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        return problem_response(
+            exc.status_code, title, str(exc.detail), instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "Internal error", "an unexpected error was logged")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+bearer_scheme = HTTPBearer(auto_error=False, description="A Tidings API key")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+def bearer_secret(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or not credentials.credentials.strip():
+        raise AuthenticationFailed("send an API key as 'Authorization: Bearer <key>'")
+    return credentials.credentials.strip()
+
+
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that authenticates the caller and checks one scope."""
+
+    def dependency(credentials: BearerDep, runtime: RuntimeDep) -> Principal:
+        principal = runtime.authenticator.authenticate(bearer_secret(credentials))
+        principal.require(scope)
+        return principal
+
+    dependency.__name__ = f"require_{scope.value.replace(':', '_')}"
+    return dependency

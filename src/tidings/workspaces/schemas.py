@@ -1,0 +1,49 @@
+"""API shapes of workspaces and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Scope(StrEnum):
+    CAMPAIGNS_READ = "campaigns:read"
+    CAMPAIGNS_WRITE = "campaigns:write"
+    EXECUTIONS_TRIGGER = "executions:trigger"
+    PROFILES_READ = "profiles:read"
+    PROFILES_WRITE = "profiles:write"
+    REPORTS_READ = "reports:read"
+    ADMIN = "admin"
+
+
+class WorkspaceOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    display_prefix: str = Field(description="The first characters of the key, to recognise it")
+    scopes: list[Scope]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    secret: str = Field(description="Shown once: store it now, Tidings keeps only a hash")
+
+
+class ApiKeyList(BaseModel):
+    items: list[ApiKeyOut]
