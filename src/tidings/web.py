@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tidings.content.schemas import field_path
 from tidings.errors import AuthenticationFailed, FieldError, TidingsError
 from tidings.runtime import Runtime
 from tidings.workspaces.schemas import Scope
@@ -69,7 +70,7 @@ def _location_to_field(location: Sequence[int | str]) -> str:
         source = parts.pop(0)
         if not parts:
             return str(source)
-    return ".".join(str(part) for part in parts)
+    return field_path(tuple(parts))
 
 
 def install_error_handlers(app: FastAPI) -> None:

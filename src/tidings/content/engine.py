@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,77 @@ class RenderingError(TidingsError):
         self.problem = problem
 
 
+class _TemplateMap:
+    """Read-only view of a JSON object for templates.
+
+    minijinja's Python binding resolves `x.name` on a Python dict with getattr when the key is
+    missing, so `context.items` would be dict.items and `context.clear()` would empty the
+    caller's dict. This view exposes keys and nothing callable. `items` must exist for the
+    binding to treat the object as a map; as an empty string it renders and loops like a
+    missing key would.
+    """
+
+    __slots__ = ("_data",)
+    items = ""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return template_data(self._data[key])
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __str__(self) -> str:
+        return str(self._data)
+
+
+class _TemplateList:
+    """Read-only view of a JSON array for templates (no append, pop, index, ...)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Sequence[Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return _TemplateList(self._data[index])
+        return template_data(self._data[index])
+
+    def __iter__(self) -> Any:
+        return (template_data(item) for item in self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __str__(self) -> str:
+        return str(self._data)
+
+
+# Registered rather than inherited: the binding needs isinstance(x, Sequence) to treat it as a
+# list, and inheriting would bring Sequence's public methods into reach of templates.
+Sequence.register(_TemplateList)
+
+
+def template_data(value: Any) -> Any:
+    """Wraps JSON-shaped data so templates can read it and do nothing else with it."""
+    if isinstance(value, Mapping):
+        return _TemplateMap(value)
+    if isinstance(value, list | tuple):
+        return _TemplateList(value)
+    return value
+
+
+def trusted(value: str) -> str:
+    """Marks a value Tidings produced itself (a signed URL) as needing no HTML escaping."""
+    return minijinja.safe(value)
+
+
 def _problem_from(error: minijinja.TemplateError, source: str | None) -> TemplateProblem:
     column = None
     if error.range is not None and source is not None:
@@ -81,8 +152,9 @@ class CompiledTemplates:
         return list(self._sources)
 
     def render(self, name: str, variables: Mapping[str, Any], max_output: int) -> str:
+        data = {key: template_data(value) for key, value in variables.items()}
         try:
-            output = self._environment.render_template(name, **variables)
+            output = self._environment.render_template(name, **data)
         except minijinja.TemplateError as error:
             raise RenderingError(name, _problem_from(error, self._sources.get(name))) from None
         if len(output) > max_output:

@@ -43,7 +43,8 @@ CONTENT_MODELS: dict[Channel, type[_Content]] = {
 
 
 def field_path(location: tuple[int | str, ...], prefix: str = "") -> str:
-    parts = [str(part) for part in location]
+    """Dotted field name from a pydantic error location (`[key]` marks a bad dict key)."""
+    parts = [str(part) for part in location if part != "[key]"]
     return ".".join([prefix, *parts] if prefix else parts)
 
 

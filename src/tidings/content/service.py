@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.content.engine import HTML_SUFFIX, RenderingError, TemplateEngine
+from tidings.content.engine import HTML_SUFFIX, RenderingError, TemplateEngine, trusted
 from tidings.content.schemas import Content, EmailContent, PushContent, SmsContent
 from tidings.errors import FieldError
 from tidings.vocabulary import Category, Channel
@@ -170,7 +170,7 @@ def template_variables(
         "profile": profile,
         "context": context,
         "campaign": {"id": campaign_id, "name": campaign_name},
-        "unsubscribe_url": unsubscribe_url or "",
+        "unsubscribe_url": trusted(unsubscribe_url or ""),
     }
 
 
