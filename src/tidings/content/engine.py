@@ -157,6 +157,11 @@ class CompiledTemplates:
             output = self._environment.render_template(name, **data)
         except minijinja.TemplateError as error:
             raise RenderingError(name, _problem_from(error, self._sources.get(name))) from None
+        except Exception as error:
+            # A call a template made on the data views (e.g. `x.clear()`) raises a Python
+            # error that the binding passes through unchanged: it is the template's fault.
+            problem = TemplateProblem(f"invalid operation: {error}", "InvalidOperation")
+            raise RenderingError(name, problem) from None
         if len(output) > max_output:
             raise RenderingError(
                 name,

@@ -1,0 +1,100 @@
+"""The template engine: positions of errors, escaping, fuel, and no reach into Python."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tidings.content.engine import RenderingError, TemplateEngine, trusted
+
+
+@pytest.fixture
+def engine() -> TemplateEngine:
+    return TemplateEngine(fuel=50_000, max_source_bytes=10_000)
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column"),
+    [
+        ("{{ a b }}", 1, 6),
+        ("line one\n  {% if %}", 2, 9),
+        ("ok\nok\n{{ profile.x", 3, None),
+        ("é\n{{ 1 + }}", 2, 8),
+    ],
+)
+def test_syntax_errors_carry_line_and_column(engine, source, line, column):
+    problem = engine.syntax_problem(source)
+    assert problem is not None
+    assert problem.kind == "SyntaxError"
+    assert problem.line == line
+    if column is not None:
+        assert problem.column == column
+
+
+def test_valid_template_has_no_problem(engine):
+    assert engine.syntax_problem("Hi {{ profile.firstName | default('you') }}") is None
+
+
+def test_template_size_is_bounded(engine):
+    problem = engine.syntax_problem("x" * 10_001)
+    assert problem is not None and problem.kind == "TooLarge"
+
+
+def test_variables_are_listed_as_dotted_paths(engine):
+    source = "{{ profile.a.b }}{% for i in context.items %}{{ i.x }}{% endfor %}{{ campaign.name }}"
+    assert engine.variables(source) == {"profile.a.b", "context.items", "campaign.name"}
+
+
+def test_html_templates_escape_and_text_templates_do_not(engine):
+    sources = {"body.html": "<b>{{ v }}</b>", "subject.txt": "<b>{{ v }}</b>"}
+    rendered = engine.render(sources, {"v": "<i>&"})
+    assert rendered == {"body.html": "<b>&lt;i&gt;&amp;</b>", "subject.txt": "<b><i>&</b>"}
+    assert engine.render({"a.html": "{{ u }}"}, {"u": trusted("https://x/y?a=1&b=2")}) == {
+        "a.html": "https://x/y?a=1&b=2"
+    }
+
+
+def test_a_loop_bomb_runs_out_of_fuel_quickly(engine):
+    bomb = "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}"
+    started = time.perf_counter()
+    with pytest.raises(RenderingError) as caught:
+        engine.render({"bomb.txt": bomb}, {})
+    assert caught.value.problem.is_out_of_fuel
+    assert time.perf_counter() - started < 2
+
+
+def test_templates_cannot_reach_python_objects(engine):
+    data = {"order": {"id": 1, "lines": [1, 2]}}
+    attempts = {
+        "a.txt": "{{ context.order.clear() }}",
+        "b.txt": "{{ context.order.lines.append(3) }}",
+    }
+    for name, source in attempts.items():
+        with pytest.raises(RenderingError):
+            engine.render({name: source}, {"context": data})
+    peek = "{{ context.order.items }}|{{ context.order.keys }}|{{ context.order.__class__ }}"
+    assert engine.render({"c.txt": peek}, {"context": data}) == {"c.txt": "||"}
+    assert data == {"order": {"id": 1, "lines": [1, 2]}}
+
+
+def test_a_key_named_like_a_method_is_read_as_a_key(engine):
+    rendered = engine.render(
+        {"t.txt": "{% for i in context.items %}{{ i.name }}{% endfor %}"},
+        {"context": {"items": [{"name": "tea"}, {"name": "cake"}]}},
+    )
+    assert rendered == {"t.txt": "teacake"}
+
+
+def test_missing_attributes_render_empty(engine):
+    rendered = engine.render(
+        {"t.txt": "[{{ profile.address.city }}]{% for x in context.none %}x{% endfor %}"},
+        {"profile": {}, "context": {}},
+    )
+    assert rendered == {"t.txt": "[]"}
+
+
+def test_compilation_is_cached_by_source(engine):
+    first = engine.compile({"a.txt": "{{ x }}"})
+    assert engine.compile({"a.txt": "{{ x }}"}) is first
+    assert engine.compile({"a.txt": "{{ y }}"}) is not first

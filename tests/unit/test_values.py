@@ -1,0 +1,81 @@
+"""Small pure pieces: ids, secrets in settings, identities, attribute paths, error fields."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidings.channels.service import join_secrets, split_secrets
+from tidings.content.schemas import field_path
+from tidings.errors import InvalidInput
+from tidings.ids import new_id
+from tidings.profiles.service import attribute_paths, normalize_identity
+from tidings.vocabulary import Channel
+from tidings.workspaces.schemas import Scope
+from tidings.workspaces.service import Principal
+
+
+def test_ids_are_uuid7_and_time_ordered():
+    ids = [new_id() for _ in range(5000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert {uuid.UUID(value).version for value in ids} == {7}
+
+
+hosts = st.from_regex(r"[a-z]{1,10}\.example\.com", fullmatch=True)
+passwords = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="@/:?#[]%"), min_size=1, max_size=20)
+
+
+@given(user=st.from_regex(r"[a-z]{1,8}", fullmatch=True), password=passwords, host=hosts, port=st.integers(1, 65535))
+def test_smtp_password_round_trips_through_secrets(user, password, host, port):
+    url = f"smtp://{user}:{password}@{host}:{port}"
+    public, secrets = split_secrets(Channel.EMAIL, {"smtp_url": url, "from_address": "a@b.co"})
+    assert f":{password}@" not in public["smtp_url"]
+    assert secrets == {"smtp_password": password}
+    assert join_secrets(Channel.EMAIL, public, secrets)["smtp_url"] == url
+
+
+def test_declared_secret_fields_are_split():
+    public, secrets = split_secrets(Channel.SMS, {"provider": "twilio", "auth_token": "t"})
+    assert public == {"provider": "twilio"}
+    assert secrets == {"auth_token": "t"}
+
+
+@pytest.mark.parametrize(
+    ("namespace", "value", "expected"),
+    [
+        ("email", " Ada@Example.COM ", "ada@example.com"),
+        ("phone", "+33612345678", "+33612345678"),
+        ("crmId", " C-1 ", "C-1"),
+    ],
+)
+def test_identities_are_normalized(namespace, value, expected):
+    assert normalize_identity(namespace, value) == expected
+
+
+@pytest.mark.parametrize(("namespace", "value"), [("email", "nope"), ("phone", "0612"), ("crm", " ")])
+def test_bad_identities_name_the_field(namespace, value):
+    with pytest.raises(InvalidInput) as caught:
+        normalize_identity(namespace, value, "recipients.0.id")
+    assert [e.field for e in caught.value.errors] == ["recipients.0.id"]
+
+
+def test_attribute_paths_include_parents_and_stop_at_lists():
+    paths = set(attribute_paths({"a": {"b": {"c": 1}}, "tags": [{"x": 1}], "n": 1}))
+    assert paths == {"a", "a.b", "a.b.c", "tags", "n"}
+
+
+def test_field_path_drops_pydantic_key_markers():
+    assert field_path(("consent", "fax", "[key]")) == "consent.fax"
+    assert field_path(("subject",), "content") == "content.subject"
+
+
+def test_admin_scope_allows_everything():
+    admin = Principal("w", "default", "k", frozenset({Scope.ADMIN}))
+    reader = Principal("w", "default", "k", frozenset({Scope.CAMPAIGNS_READ}))
+    assert all(admin.allows(scope) for scope in Scope)
+    assert reader.allows(Scope.CAMPAIGNS_READ)
+    assert not reader.allows(Scope.CAMPAIGNS_WRITE)
