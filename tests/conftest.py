@@ -6,19 +6,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.postgres import PostgresCluster
 from tidings.app import create_app
 from tidings.bootstrap import prepare
 from tidings.config import Settings
 from tidings.runtime import Runtime
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import Scope
-from tests.support.postgres import PostgresCluster
 
 BACKENDS = ["sqlite", "postgresql"]
 

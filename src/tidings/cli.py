@@ -141,7 +141,10 @@ def keys_list(
     table = Table("id", "name", "prefix", "scopes", "created", "last used", "revoked")
     for row in workspaces.list_api_keys(runtime.db, _workspace_id(runtime, workspace)):
         table.add_row(
-            row["id"], row["name"], row["display_prefix"], ", ".join(row["scopes"]),
+            row["id"],
+            row["name"],
+            row["display_prefix"],
+            ", ".join(row["scopes"]),
             f"{row['created_at']:%Y-%m-%d %H:%M}",
             f"{row['last_used_at']:%Y-%m-%d %H:%M}" if row["last_used_at"] else "",
             f"{row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "",

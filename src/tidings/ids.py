@@ -1,4 +1,4 @@
-"""Time-ordered identifiers (UUIDv7, RFC 9562) so inserts append to indexes instead of scattering."""
+"""Time-ordered ids (UUIDv7, RFC 9562): inserts append to indexes instead of scattering."""
 
 from __future__ import annotations
 

@@ -26,5 +26,5 @@ def keyset_page(
     order = id_column.desc() if newest_first else id_column.asc()
     rows = conn.execute(query.order_by(order).limit(limit + 1)).mappings().all()
     if len(rows) > limit:
-        return rows[:limit], str(rows[limit - 1][id_column.key])
+        return rows[:limit], str(rows[limit - 1][str(id_column.key)])
     return rows, None

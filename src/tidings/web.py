@@ -102,7 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         return problem_response(
-            exc.status_code, title, str(exc.detail), instance=request.url.path,
+            exc.status_code,
+            title,
+            str(exc.detail),
+            instance=request.url.path,
             headers=getattr(exc, "headers", None),
         )
 

@@ -37,7 +37,11 @@ class Server:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "tidings", *args],
-            env=self.env, capture_output=True, text=True, timeout=60, check=True,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
 
 
@@ -115,8 +119,12 @@ def test_a_campaign_from_authoring_to_scheduled_start_over_http(server: Server):
     with server.client() as client:
         configuration = client.post(
             "/v1/channel-configurations",
-            json={"name": "News", "channel": "email", "category": "marketing",
-                  "email": {"from_address": "news@example.com"}},
+            json={
+                "name": "News",
+                "channel": "email",
+                "category": "marketing",
+                "email": {"from_address": "news@example.com"},
+            },
         ).json()
         start_at = datetime.now(UTC) + timedelta(seconds=2)
         campaign = client.post(

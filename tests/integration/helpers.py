@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -26,7 +27,7 @@ def create_configuration(
     response = client.post(
         "/v1/channel-configurations",
         json={
-            "name": f"{channel}-{category}-{len(client.get('/v1/channel-configurations').json()['items'])}",
+            "name": f"{channel}-{category}-{uuid.uuid4().hex[:8]}",
             "channel": channel,
             "category": category,
             channel: channel_settings,
@@ -56,6 +57,8 @@ def email_campaign_body(configuration_id: str | None, **overrides: Any) -> dict[
 
 def create_ready_campaign(client: TestClient, **overrides: Any) -> dict[str, Any]:
     configuration = create_configuration(client)
-    response = client.post("/v1/campaigns", json=email_campaign_body(configuration["id"], **overrides))
+    response = client.post(
+        "/v1/campaigns", json=email_campaign_body(configuration["id"], **overrides)
+    )
     assert response.status_code == 201, response.text
     return response.json()

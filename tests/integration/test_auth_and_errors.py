@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.workspaces import service as workspaces
-from tidings.workspaces.schemas import Scope
 from tests.conftest import Tenant, authorized_client, problem_fields
 from tests.integration.helpers import create_ready_campaign
+from tidings.workspaces import service as workspaces
+from tidings.workspaces.schemas import Scope
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +69,12 @@ def test_a_workspace_never_sees_another(tenant: Tenant):
     # Using another workspace's configuration is a review error, not a leak.
     mine = outsider.post(
         "/v1/campaigns",
-        json={"name": "x", "category": "marketing", "channel": "email",
-              "channel_configuration_id": config_id},
+        json={
+            "name": "x",
+            "category": "marketing",
+            "channel": "email",
+            "channel_configuration_id": config_id,
+        },
     ).json()
     review = outsider.get(f"/v1/campaigns/{mine['id']}/review").json()
     assert any(
@@ -104,7 +108,8 @@ def test_api_keys_are_shown_once_and_revocable(tenant: Tenant):
         (b'{"name": "x", "category": "marketing", "channel": "email", "bogus": 1}', 422, "bogus"),
         (b'{"category": "marketing", "channel": "email"}', 422, "name"),
         (
-            b'{"name": "x", "category": "marketing", "channel": "email", "content": {"body": "hi"}}',
+            b'{"name": "x", "category": "marketing", "channel": "email",'
+            b' "content": {"body": "hi"}}',
             422,
             "content.body",
         ),

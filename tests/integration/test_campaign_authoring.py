@@ -41,7 +41,9 @@ def test_campaign_authored_step_by_step_passes_review_activates_and_previews(ten
     )
     assert step.status_code == 200, step.text
     # Step 3: content, subject first and the body later: content merges key by key.
-    client.patch(f"/v1/campaigns/{campaign_id}", json={"content": {"subject": "Hi {{ profile.firstName }}"}})
+    client.patch(
+        f"/v1/campaigns/{campaign_id}", json={"content": {"subject": "Hi {{ profile.firstName }}"}}
+    )
     step = client.patch(f"/v1/campaigns/{campaign_id}", json={"content": {"html": MARKETING_HTML}})
     assert step.json()["content"] == {
         "subject": "Hi {{ profile.firstName }}",
@@ -51,7 +53,10 @@ def test_campaign_authored_step_by_step_passes_review_activates_and_previews(ten
     end_at = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     client.patch(
         f"/v1/campaigns/{campaign_id}",
-        json={"audience": {"identity_namespace": "email"}, "schedule": {"end_at": end_at, "rate_per_second": 50}},
+        json={
+            "audience": {"identity_namespace": "email"},
+            "schedule": {"end_at": end_at, "rate_per_second": 50},
+        },
     )
 
     # Step 6: review and activate.
@@ -90,7 +95,10 @@ def test_campaign_authored_step_by_step_passes_review_activates_and_previews(ten
 def test_broken_template_refuses_activation_with_line_and_column(tenant: Tenant):
     campaign = create_ready_campaign(
         tenant.client,
-        content={"subject": "Hi", "html": "<p>ok</p>\n<p>{{ profile.name </p>{{ unsubscribe_url }}"},
+        content={
+            "subject": "Hi",
+            "html": "<p>ok</p>\n<p>{{ profile.name </p>{{ unsubscribe_url }}",
+        },
     )
     response = tenant.client.post(f"/v1/campaigns/{campaign['id']}/activate")
     assert response.status_code == 422
@@ -173,7 +181,10 @@ def test_transactional_email_needs_no_unsubscribe_link(tenant: Tenant):
     body = email_campaign_body(
         configuration["id"],
         category="transactional",
-        content={"subject": "Reset your password", "html": "<a href='{{ context.link }}'>Reset</a>"},
+        content={
+            "subject": "Reset your password",
+            "html": "<a href='{{ context.link }}'>Reset</a>",
+        },
     )
     campaign = tenant.client.post("/v1/campaigns", json=body).json()
     review = tenant.client.get(f"/v1/campaigns/{campaign['id']}/review").json()
@@ -184,7 +195,9 @@ def test_warning_disappears_once_a_profile_has_the_attribute(tenant: Tenant):
     campaign = create_ready_campaign(tenant.client)
     before = tenant.client.get(f"/v1/campaigns/{campaign['id']}/review").json()
     assert any("profile.firstName" in w["message"] for w in before["warnings"])
-    tenant.client.put("/v1/profiles/email/ada@example.com", json={"attributes": {"firstName": "Ada"}})
+    tenant.client.put(
+        "/v1/profiles/email/ada@example.com", json={"attributes": {"firstName": "Ada"}}
+    )
     after = tenant.client.get(f"/v1/campaigns/{campaign['id']}/review").json()
     assert not any("profile.firstName" in w["message"] for w in after["warnings"])
 
@@ -198,7 +211,10 @@ def test_preview_with_a_stored_profile_and_a_rendering_error(tenant: Tenant):
     campaign = create_ready_campaign(client)
     ok = client.post(
         f"/v1/campaigns/{campaign['id']}/preview",
-        json={"identity": {"namespace": "email", "id": "Grace@Example.com"}, "context": {"order": {"id": 7}}},
+        json={
+            "identity": {"namespace": "email", "id": "Grace@Example.com"},
+            "context": {"order": {"id": 7}},
+        },
     )
     assert ok.status_code == 200, ok.text
     assert ok.json()["content"]["subject"] == "Grace, your order 7"

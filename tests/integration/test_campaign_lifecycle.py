@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tidings.campaigns import service as campaigns
 from tests.conftest import Tenant, problem_fields
 from tests.integration.helpers import create_ready_campaign
+from tidings.campaigns import service as campaigns
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,9 @@ def test_changing_a_live_campaign_opens_a_draft_version_that_replaces_it(tenant:
     campaign_id = campaign["id"]
     assert client.post(f"/v1/campaigns/{campaign_id}/activate").json()["status"] == "live"
 
-    edited = client.patch(f"/v1/campaigns/{campaign_id}", json={"content": {"subject": "New subject"}})
+    edited = client.patch(
+        f"/v1/campaigns/{campaign_id}", json={"content": {"subject": "New subject"}}
+    )
     assert edited.status_code == 200, edited.text
     body = edited.json()
     assert body["status"] == "live"
@@ -32,7 +34,9 @@ def test_changing_a_live_campaign_opens_a_draft_version_that_replaces_it(tenant:
 
     activated = client.post(f"/v1/campaigns/{campaign_id}/activate").json()
     assert (activated["live_version"], activated["draft_version"]) == (2, None)
-    states = [v["state"] for v in client.get(f"/v1/campaigns/{campaign_id}/versions").json()["items"]]
+    states = [
+        v["state"] for v in client.get(f"/v1/campaigns/{campaign_id}/versions").json()["items"]
+    ]
     assert states == ["superseded", "live"]
 
 
@@ -61,7 +65,10 @@ def test_future_start_schedules_and_the_worker_starts_and_completes(tenant: Tena
     start = datetime.now(UTC) + timedelta(hours=1)
     campaign = create_ready_campaign(
         client,
-        schedule={"start_at": start.isoformat(), "end_at": (start + timedelta(hours=1)).isoformat()},
+        schedule={
+            "start_at": start.isoformat(),
+            "end_at": (start + timedelta(hours=1)).isoformat(),
+        },
     )
     scheduled = client.post(f"/v1/campaigns/{campaign['id']}/activate").json()
     assert scheduled["status"] == "scheduled"

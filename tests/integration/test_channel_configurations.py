@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tidings.channels import service as channels
 from tests.conftest import Tenant, problem_fields
 from tests.integration.helpers import create_configuration, create_ready_campaign
+from tidings.channels import service as channels
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,12 @@ def test_invalid_configuration_is_refused_naming_the_field(tenant: Tenant, body,
 def test_twilio_needs_credentials(tenant: Tenant):
     response = tenant.client.post(
         "/v1/channel-configurations",
-        json={"name": "t", "channel": "sms", "category": "marketing", "sms": {"provider": "twilio"}},
+        json={
+            "name": "t",
+            "channel": "sms",
+            "category": "marketing",
+            "sms": {"provider": "twilio"},
+        },
     )
     assert response.status_code == 422
     assert "auth_token" in response.json()["errors"][0]["message"]
@@ -85,7 +90,9 @@ def test_patch_validates_the_merged_settings_and_keeps_the_channel(tenant: Tenan
     assert bad.status_code == 422
     assert problem_fields(bad) == ["email.from_address"]
     assert client.patch(url, json={"channel": "sms"}).status_code == 422
-    renamed = client.patch(url, json={"name": "Newsletter", "email": {"open_tracking": True}}).json()
+    renamed = client.patch(
+        url, json={"name": "Newsletter", "email": {"open_tracking": True}}
+    ).json()
     assert renamed["name"] == "Newsletter"
     assert renamed["email"]["open_tracking"] is True
     assert renamed["email"]["from_address"] == "news@example.com"
@@ -104,8 +111,12 @@ def test_duplicate_names_and_filters(tenant: Tenant):
     first = create_configuration(client)
     again = client.post(
         "/v1/channel-configurations",
-        json={"name": first["name"], "channel": "email", "category": "marketing",
-              "email": {"from_address": "x@example.com"}},
+        json={
+            "name": first["name"],
+            "channel": "email",
+            "category": "marketing",
+            "email": {"from_address": "x@example.com"},
+        },
     )
     assert again.status_code == 422
     assert problem_fields(again) == ["name"]

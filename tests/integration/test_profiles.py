@@ -14,7 +14,10 @@ def test_put_creates_then_updates_the_same_profile(tenant: Tenant):
     created = client.put(
         "/v1/profiles/email/Ada@Example.com",
         json={
-            "identities": [{"namespace": "crmId", "id": "C-1"}, {"namespace": "phone", "id": "+33612345678"}],
+            "identities": [
+                {"namespace": "crmId", "id": "C-1"},
+                {"namespace": "phone", "id": "+33612345678"},
+            ],
             "attributes": {"firstName": "Ada", "address": {"city": "Paris"}},
             "consent": {"email": "in"},
             "timezone": "Europe/Paris",
@@ -35,7 +38,8 @@ def test_put_creates_then_updates_the_same_profile(tenant: Tenant):
     # The same person found through another identity: same profile, attributes replaced,
     # consent merged channel by channel.
     updated = client.put(
-        "/v1/profiles/crmId/C-1", json={"attributes": {"firstName": "Ada L."}, "consent": {"sms": "out"}}
+        "/v1/profiles/crmId/C-1",
+        json={"attributes": {"firstName": "Ada L."}, "consent": {"sms": "out"}},
     )
     assert updated.status_code == 200
     assert updated.json()["id"] == profile["id"]

@@ -62,8 +62,15 @@ class PostgresCluster:
             as_user = ["runuser", "-u", "postgres", "--"]
         cluster = cls(root=root, port=free_port(), as_user=as_user)
         cluster._run(
-            _binary("initdb"), "-D", str(cluster.data_dir), "-U", DB_USER,
-            "--auth=trust", "-E", "UTF8", "--no-sync",
+            _binary("initdb"),
+            "-D",
+            str(cluster.data_dir),
+            "-U",
+            DB_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
         )
         options = (
             f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 "
@@ -71,8 +78,17 @@ class PostgresCluster:
             "-c max_connections=200"
         )
         cluster._run(
-            _binary("pg_ctl"), "-D", str(cluster.data_dir), "-o", options,
-            "-l", str(root / "server.log"), "-w", "-t", "60", "start",
+            _binary("pg_ctl"),
+            "-D",
+            str(cluster.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
         return cluster
 

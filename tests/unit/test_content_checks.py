@@ -59,9 +59,17 @@ def test_a_complete_version_is_ready():
         ({}, {"channel": "email", "category": "transactional"}, "channel_configuration_id"),
         ({"content": None}, CONFIG, "content"),
         ({"content": {"subject": "Hi", "html": "<p>x</p>"}}, CONFIG, "content.html"),
-        ({"content": {"subject": "{% if %}", "html": "{{ unsubscribe_url }}"}}, CONFIG, "content.subject"),
+        (
+            {"content": {"subject": "{% if %}", "html": "{{ unsubscribe_url }}"}},
+            CONFIG,
+            "content.subject",
+        ),
         ({"end_at": NOW - timedelta(seconds=1)}, CONFIG, "schedule.end_at"),
-        ({"start_at": NOW + timedelta(days=2), "end_at": NOW + timedelta(days=1)}, CONFIG, "schedule.end_at"),
+        (
+            {"start_at": NOW + timedelta(days=2), "end_at": NOW + timedelta(days=1)},
+            CONFIG,
+            "schedule.end_at",
+        ),
     ],
 )
 def test_blocking_errors(changes, configuration, field):

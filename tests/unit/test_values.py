@@ -26,10 +26,19 @@ def test_ids_are_uuid7_and_time_ordered():
 
 
 hosts = st.from_regex(r"[a-z]{1,10}\.example\.com", fullmatch=True)
-passwords = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="@/:?#[]%"), min_size=1, max_size=20)
+passwords = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="@/:?#[]%"),
+    min_size=1,
+    max_size=20,
+)
 
 
-@given(user=st.from_regex(r"[a-z]{1,8}", fullmatch=True), password=passwords, host=hosts, port=st.integers(1, 65535))
+@given(
+    user=st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+    password=passwords,
+    host=hosts,
+    port=st.integers(1, 65535),
+)
 def test_smtp_password_round_trips_through_secrets(user, password, host, port):
     url = f"smtp://{user}:{password}@{host}:{port}"
     public, secrets = split_secrets(Channel.EMAIL, {"smtp_url": url, "from_address": "a@b.co"})
@@ -56,7 +65,9 @@ def test_identities_are_normalized(namespace, value, expected):
     assert normalize_identity(namespace, value) == expected
 
 
-@pytest.mark.parametrize(("namespace", "value"), [("email", "nope"), ("phone", "0612"), ("crm", " ")])
+@pytest.mark.parametrize(
+    ("namespace", "value"), [("email", "nope"), ("phone", "0612"), ("crm", " ")]
+)
 def test_bad_identities_name_the_field(namespace, value):
     with pytest.raises(InvalidInput) as caught:
         normalize_identity(namespace, value, "recipients.0.id")

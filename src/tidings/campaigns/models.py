@@ -32,9 +32,7 @@ campaign_versions = sa.Table(
     "campaign_versions",
     metadata,
     id_column(primary_key=True),
-    id_column(
-        "campaign_id", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False
-    ),
+    id_column("campaign_id", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
     sa.Column("number", sa.Integer(), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),

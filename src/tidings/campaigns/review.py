@@ -97,9 +97,7 @@ def _review_configuration(
             )
 
 
-def _review_audience(
-    result: ReviewResult, category: Category, audience: Mapping[str, Any]
-) -> None:
+def _review_audience(result: ReviewResult, category: Category, audience: Mapping[str, Any]) -> None:
     if category is Category.MARKETING and not audience.get("audience_id"):
         result.warnings.append(
             FieldError(

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from tidings.campaigns.models import campaign_version_tags, campaign_versions, campaigns
 from tidings.campaigns.review import ReviewResult, review_version
@@ -29,7 +30,7 @@ from tidings.campaigns.state import (
 from tidings.channels import service as channels
 from tidings.clock import utcnow
 from tidings.content.engine import RenderingError, TemplateEngine
-from tidings.content.schemas import MAX_CONTEXT_BYTES, parse_content
+from tidings.content.schemas import MAX_CONTEXT_BYTES, field_path, parse_content
 from tidings.content.service import content_field, render_content, template_variables
 from tidings.db import Database
 from tidings.errors import Conflict, FieldError, InvalidInput, NotFound, NotReady
@@ -108,10 +109,22 @@ def _campaign_view(conn: sa.Connection, campaign: dict[str, Any]) -> dict[str, A
     view = version_view(head)
     return {
         **view,
-        **{key: campaign[key] for key in (
-            "id", "status", "category", "channel", "duplicated_from_id", "created_at",
-            "updated_at", "activated_at", "stopped_at", "completed_at", "archived_at",
-        )},
+        **{
+            key: campaign[key]
+            for key in (
+                "id",
+                "status",
+                "category",
+                "channel",
+                "duplicated_from_id",
+                "created_at",
+                "updated_at",
+                "activated_at",
+                "stopped_at",
+                "completed_at",
+                "archived_at",
+            )
+        },
         "version": {"id": head["id"], "number": head["number"], "state": head["state"]},
         "live_version": _version_number(conn, campaign["live_version_id"]),
         "draft_version": _version_number(conn, campaign["draft_version_id"]),
@@ -177,7 +190,9 @@ def _clean_content(channel: Channel, raw: dict[str, Any] | None) -> dict[str, An
 
 
 def _write_tags(conn: sa.Connection, version_id: str, tags: list[str]) -> None:
-    conn.execute(campaign_version_tags.delete().where(campaign_version_tags.c.version_id == version_id))
+    conn.execute(
+        campaign_version_tags.delete().where(campaign_version_tags.c.version_id == version_id)
+    )
     if tags:
         conn.execute(
             campaign_version_tags.insert(), [{"version_id": version_id, "tag": t} for t in tags]
@@ -266,7 +281,9 @@ def _open_draft(conn: sa.Connection, campaign: dict[str, Any], now: datetime) ->
     return draft
 
 
-def update(db: Database, workspace_id: str, campaign_id: str, patch: CampaignPatch) -> dict[str, Any]:
+def update(
+    db: Database, workspace_id: str, campaign_id: str, patch: CampaignPatch
+) -> dict[str, Any]:
     given = patch.model_dump(exclude_unset=True)
     now = utcnow()
     with db.write() as conn:
@@ -293,13 +310,13 @@ def update(db: Database, workspace_id: str, campaign_id: str, patch: CampaignPat
             raw = None if given.get("content") is None else _merge(base, given["content"])
             changes["content"] = _clean_content(channel, raw)
         if given.get("audience") is not None:
-            audience = _validated(AudienceSpec, _merge(version["audience"], given["audience"]), "audience")
+            audience = _validated(
+                AudienceSpec, _merge(version["audience"], given["audience"]), "audience"
+            )
             changes["audience"] = audience.model_dump()
         if given.get("schedule") is not None:
             current = {k: version[k] for k in ("start_at", "end_at", "rate_per_second")}
-            schedule = _validated(
-                ScheduleSpec, {**current, **given["schedule"]}, "schedule"
-            )
+            schedule = _validated(ScheduleSpec, {**current, **given["schedule"]}, "schedule")
             changes.update(schedule.model_dump())
         if changes:
             changes["updated_at"] = now
@@ -318,11 +335,9 @@ def update(db: Database, workspace_id: str, campaign_id: str, patch: CampaignPat
         return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
 
 
-def _validated(model: type[AudienceSpec] | type[ScheduleSpec], data: dict[str, Any], prefix: str) -> Any:
-    from pydantic import ValidationError
-
-    from tidings.content.schemas import field_path
-
+def _validated(
+    model: type[AudienceSpec] | type[ScheduleSpec], data: dict[str, Any], prefix: str
+) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -453,9 +468,13 @@ def delete(db: Database, workspace_id: str, campaign_id: str) -> None:
             campaign_versions.c.campaign_id == campaign_id
         )
         conn.execute(
-            campaign_version_tags.delete().where(campaign_version_tags.c.version_id.in_(version_ids))
+            campaign_version_tags.delete().where(
+                campaign_version_tags.c.version_id.in_(version_ids)
+            )
         )
-        conn.execute(campaign_versions.delete().where(campaign_versions.c.campaign_id == campaign_id))
+        conn.execute(
+            campaign_versions.delete().where(campaign_versions.c.campaign_id == campaign_id)
+        )
         conn.execute(campaigns.delete().where(campaigns.c.id == campaign_id))
 
 
@@ -612,7 +631,9 @@ def preview(
         raise InvalidInput(
             str(exc),
             errors=[
-                FieldError(content_field(exc.template), problem.message, problem.line, problem.column)
+                FieldError(
+                    content_field(exc.template), problem.message, problem.line, problem.column
+                )
             ],
         ) from None
     return {"channel": channel, "version": version["number"], "content": rendered}

@@ -20,7 +20,8 @@ from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
 
 router = APIRouter(
-    prefix="/v1/channel-configurations", tags=["channel configurations"],
+    prefix="/v1/channel-configurations",
+    tags=["channel configurations"],
     responses=PROBLEM_RESPONSES,
 )
 Reader = Annotated[Principal, Depends(require(Scope.CAMPAIGNS_READ))]

@@ -22,9 +22,22 @@ from tidings.vocabulary import E164_PATTERN, Category, Channel
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,76}$")
 # Headers Tidings writes itself; a configuration may not override them.
 RESERVED_HEADERS = frozenset(
-    {"from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
-     "content-type", "content-transfer-encoding", "list-unsubscribe",
-     "list-unsubscribe-post", "dkim-signature", "reply-to"}
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "dkim-signature",
+        "reply-to",
+    }
 )
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from tidings.campaigns.models import campaigns, campaign_versions
+from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels.models import channel_configurations
 from tidings.channels.schemas import (
     SETTINGS_MODELS,
@@ -26,7 +26,9 @@ from tidings.vocabulary import Channel
 SMTP_PASSWORD = "smtp_password"
 
 
-def split_secrets(channel: Channel, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_secrets(
+    channel: Channel, settings: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separates write-only values from the rest; the SMTP password hides inside smtp_url."""
     public = dict(settings)
     secrets: dict[str, Any] = {}
@@ -48,7 +50,9 @@ def split_secrets(channel: Channel, settings: dict[str, Any]) -> tuple[dict[str,
     return public, secrets
 
 
-def join_secrets(channel: Channel, public: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+def join_secrets(
+    channel: Channel, public: dict[str, Any], secrets: dict[str, Any]
+) -> dict[str, Any]:
     """The full settings an adapter needs: the inverse of split_secrets."""
     settings = dict(public)
     for name in SETTINGS_MODELS[channel].SECRET_FIELDS:

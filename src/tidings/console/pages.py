@@ -14,7 +14,8 @@ START_PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Tidings</title>
 <style>
-body{{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem;color:#1b1f23}}
+body{{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem;
+color:#1b1f23}}
 code,pre{{background:#f3f4f6;border-radius:4px;padding:.1rem .3rem}}
 pre{{padding:.75rem;overflow-x:auto}}
 </style></head>

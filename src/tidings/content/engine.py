@@ -235,10 +235,6 @@ class TemplateEngine:
                 self._cache.popitem(last=False)
         return compiled
 
-    def render(
-        self, sources: Mapping[str, str], variables: Mapping[str, Any]
-    ) -> dict[str, str]:
+    def render(self, sources: Mapping[str, str], variables: Mapping[str, Any]) -> dict[str, str]:
         compiled = self.compile(sources)
-        return {
-            name: compiled.render(name, variables, self.max_output_chars) for name in sources
-        }
+        return {name: compiled.render(name, variables, self.max_output_chars) for name in sources}

@@ -57,9 +57,9 @@ def parse_content(channel: Channel, raw: dict[str, Any] | None) -> Content | Non
         return model.model_validate(raw)  # type: ignore[return-value]
     except ValidationError as exc:
         errors = [
-            FieldError(field_path(error["loc"], "content"), error["msg"])
-            for error in exc.errors()
+            FieldError(field_path(error["loc"], "content"), error["msg"]) for error in exc.errors()
         ]
         raise InvalidInput(f"content does not fit the {channel} channel", errors=errors) from None
+
 
 MAX_CONTEXT_BYTES = 200_000

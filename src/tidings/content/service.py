@@ -85,7 +85,9 @@ def check_content(
         problem = engine.syntax_problem(source)
         if problem is not None:
             errors.append(
-                FieldError(field, f"template error: {problem.message}", problem.line, problem.column)
+                FieldError(
+                    field, f"template error: {problem.message}", problem.line, problem.column
+                )
             )
             continue
         compilable[name] = source

@@ -7,6 +7,7 @@ execution issue adds message claiming to the same loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -43,10 +44,8 @@ class Worker:
         """Runs until `stop` is set; the blocking database work goes to a thread."""
         while not stop.is_set():
             await asyncio.to_thread(self._tick)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass
 
     def run_blocking(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -92,55 +92,55 @@ def upsert(
                 normalize_identity(identity.namespace, identity.id, f"identities.{index}.id"),
             )
         )
+    # Two first PUTs for the same new identity race to insert it; the loser retries once and
+    # then finds the winner's profile.
+    for attempt in range(2):
+        try:
+            with db.write() as conn:
+                return _upsert_within(conn, workspace_id, wanted, body)
+        except sa.exc.IntegrityError:
+            if attempt:
+                raise Conflict("a concurrent request changed these identities; retry") from None
+    raise AssertionError("unreachable")
+
+
+def _upsert_within(
+    conn: sa.Connection, workspace_id: str, wanted: set[tuple[str, str]], body: ProfileUpsert
+) -> UpsertResult:
     now = utcnow()
-    with db.write() as conn:
-        owners = _owners(conn, workspace_id, wanted)
-        owner_ids = set(owners.values())
-        if len(owner_ids) > 1:
-            raise Conflict(
-                "these identities belong to different profiles; merge them first",
+    owners = _owners(conn, workspace_id, wanted)
+    owner_ids = set(owners.values())
+    if len(owner_ids) > 1:
+        raise Conflict("these identities belong to different profiles; merge them first")
+    current = _load_row(conn, workspace_id, owner_ids.pop()) if owner_ids else None
+    values = {
+        "attributes": body.attributes,
+        "consent": _merge_consent(current["consent"] if current else {}, body, now),
+        "timezone": body.timezone,
+        "locale": body.locale,
+        "updated_at": now,
+    }
+    if current is None:
+        profile_id = new_id()
+        conn.execute(
+            profiles.insert().values(
+                id=profile_id, workspace_id=workspace_id, created_at=now, **values
             )
-        profile_id = owner_ids.pop() if owner_ids else None
-        created = profile_id is None
-        if created:
-            profile_id = new_id()
-            conn.execute(
-                profiles.insert().values(
-                    id=profile_id,
-                    workspace_id=workspace_id,
-                    attributes=body.attributes,
-                    consent=_merge_consent({}, body, now),
-                    timezone=body.timezone,
-                    locale=body.locale,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            current = _load_row(conn, workspace_id, profile_id)
-            assert current is not None
-            conn.execute(
-                profiles.update()
-                .where(profiles.c.id == profile_id)
-                .values(
-                    attributes=body.attributes,
-                    consent=_merge_consent(current["consent"], body, now),
-                    timezone=body.timezone,
-                    locale=body.locale,
-                    updated_at=now,
-                )
-            )
-        new_identities = [
-            {"workspace_id": workspace_id, "namespace": ns, "value": value, "profile_id": profile_id}
-            for ns, value in sorted(wanted)
-            if (ns, value) not in owners
-        ]
-        if new_identities:
-            conn.execute(profile_identities.insert(), new_identities)
-        _remember_paths(conn, workspace_id, body.attributes, now)
-        profile = _load(conn, workspace_id, profile_id)
+        )
+    else:
+        profile_id = current["id"]
+        conn.execute(profiles.update().where(profiles.c.id == profile_id).values(**values))
+    new_identities = [
+        {"workspace_id": workspace_id, "namespace": ns, "value": value, "profile_id": profile_id}
+        for ns, value in sorted(wanted)
+        if (ns, value) not in owners
+    ]
+    if new_identities:
+        conn.execute(profile_identities.insert(), new_identities)
+    _remember_paths(conn, workspace_id, body.attributes, now)
+    profile = _load(conn, workspace_id, profile_id)
     assert profile is not None
-    return UpsertResult(profile=profile, created=created)
+    return UpsertResult(profile=profile, created=current is None)
 
 
 def _owners(
@@ -162,9 +162,7 @@ def _owners(
     return {(row.namespace, row.value): row.profile_id for row in rows}
 
 
-def _merge_consent(
-    current: Mapping[str, Any], body: ProfileUpsert, now: Any
-) -> dict[str, Any]:
+def _merge_consent(current: Mapping[str, Any], body: ProfileUpsert, now: Any) -> dict[str, Any]:
     consent = dict(current)
     for channel, status in body.consent.items():
         previous = consent.get(channel.value, {}).get("status", ConsentStatus.UNSET.value)
@@ -180,7 +178,7 @@ def _merge_consent(
 def _remember_paths(
     conn: sa.Connection, workspace_id: str, attributes: Mapping[str, Any], now: Any
 ) -> None:
-    paths = []
+    paths: list[dict[str, Any]] = []
     for path in attribute_paths(attributes):
         if len(paths) >= MAX_TRACKED_PATHS:
             break
@@ -261,7 +259,9 @@ def delete(db: Database, workspace_id: str, namespace: str, value: str) -> None:
         profile_id = find_profile_id(conn, workspace_id, namespace, value)
         if profile_id is None:
             raise NotFound(f"no profile with {namespace} identity '{value}'")
-        conn.execute(profile_identities.delete().where(profile_identities.c.profile_id == profile_id))
+        conn.execute(
+            profile_identities.delete().where(profile_identities.c.profile_id == profile_id)
+        )
         conn.execute(profiles.delete().where(profiles.c.id == profile_id))
 
 

@@ -40,9 +40,7 @@ def list_keys(runtime: RuntimeDep, principal: Admin) -> ApiKeyList:
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
 def create_key(body: ApiKeyCreate, runtime: RuntimeDep, principal: Admin) -> ApiKeyCreated:
-    row, secret = service.create_api_key(
-        runtime.db, principal.workspace_id, body.name, body.scopes
-    )
+    row, secret = service.create_api_key(runtime.db, principal.workspace_id, body.name, body.scopes)
     return ApiKeyCreated.model_validate({**row, "secret": secret})
 
 

@@ -77,7 +77,9 @@ def ensure_workspace(db: Database, name: str = DEFAULT_WORKSPACE) -> dict[str, A
 
 def find_workspace(db: Database, name: str) -> dict[str, Any] | None:
     with db.read() as conn:
-        row = conn.execute(sa.select(workspaces).where(workspaces.c.name == name)).mappings().first()
+        row = (
+            conn.execute(sa.select(workspaces).where(workspaces.c.name == name)).mappings().first()
+        )
     return dict(row) if row else None
 
 
@@ -167,9 +169,9 @@ def count_active_keys(db: Database) -> int:
     with db.read() as conn:
         return int(
             conn.execute(
-                sa.select(sa.func.count()).select_from(api_keys).where(
-                    api_keys.c.revoked_at.is_(None)
-                )
+                sa.select(sa.func.count())
+                .select_from(api_keys)
+                .where(api_keys.c.revoked_at.is_(None))
             ).scalar_one()
         )
 
