@@ -256,9 +256,9 @@ def test_subject_and_sms_are_not_html_escaped(tenant: Tenant):
             "channel": "sms",
             "channel_configuration_id": configuration["id"],
             "content": {"body": "Code for {{ profile.name }}: {{ context.code }}"},
-            "audience": {"identity_namespace": "phone"},
         },
     ).json()
+    assert sms["audience"]["identity_namespace"] == "phone"
     rendered = client.post(
         f"/v1/campaigns/{sms['id']}/preview",
         json={"profile": {"name": "A&B"}, "context": {"code": "<42>"}},

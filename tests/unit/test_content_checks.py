@@ -29,7 +29,7 @@ def version(**overrides):
     return base
 
 
-CONFIG = {"channel": "email", "category": "marketing"}
+CONFIG = {"channel": "email", "category": "marketing", "settings": {"smtp_url": "smtp://relay"}}
 
 
 def review(version_data, configuration=CONFIG, category=Category.MARKETING, known=frozenset()):
@@ -55,8 +55,8 @@ def test_a_complete_version_is_ready():
     [
         ({"channel_configuration_id": None}, CONFIG, "channel_configuration_id"),
         ({}, None, "channel_configuration_id"),
-        ({}, {"channel": "sms", "category": "marketing"}, "channel_configuration_id"),
-        ({}, {"channel": "email", "category": "transactional"}, "channel_configuration_id"),
+        ({}, {**CONFIG, "channel": "sms"}, "channel_configuration_id"),
+        ({}, {**CONFIG, "category": "transactional"}, "channel_configuration_id"),
         ({"content": None}, CONFIG, "content"),
         ({"content": {"subject": "Hi", "html": "<p>x</p>"}}, CONFIG, "content.html"),
         (
@@ -92,6 +92,13 @@ def test_unknown_profile_attributes_warn_and_known_ones_do_not():
     assert [w.message for w in result.warnings] == [
         "profile.last is used, but no profile of this workspace has it"
     ]
+
+
+def test_email_without_any_smtp_relay_warns():
+    without_relay = {**CONFIG, "settings": {}}
+    result = review(version(), configuration=without_relay)
+    assert result.ready
+    assert ["no SMTP relay" in w.message for w in result.warnings] == [True]
 
 
 def test_marketing_without_audience_warns():

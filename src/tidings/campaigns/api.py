@@ -83,7 +83,11 @@ def delete_campaign(campaign_id: CampaignId, runtime: RuntimeDep, principal: Wri
 @router.get("/{campaign_id}/review", response_model=ReviewOut)
 def review_campaign(campaign_id: CampaignId, runtime: RuntimeDep, principal: Reader) -> ReviewOut:
     result, number = service.review(
-        runtime.db, runtime.templates, principal.workspace_id, campaign_id
+        runtime.db,
+        runtime.templates,
+        principal.workspace_id,
+        campaign_id,
+        runtime.settings.smtp_url,
     )
     return ReviewOut(
         ready=result.ready,
@@ -99,7 +103,13 @@ def activate_campaign(
     campaign_id: CampaignId, runtime: RuntimeDep, principal: Writer
 ) -> CampaignOut:
     return _out(
-        service.activate(runtime.db, runtime.templates, principal.workspace_id, campaign_id)
+        service.activate(
+            runtime.db,
+            runtime.templates,
+            principal.workspace_id,
+            campaign_id,
+            runtime.settings.smtp_url,
+        )
     )
 
 

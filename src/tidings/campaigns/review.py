@@ -35,10 +35,23 @@ def review_version(
     configuration: Mapping[str, Any] | None,
     known_profile_paths: Callable[[set[str]], set[str]],
     now: datetime,
+    default_smtp_url: str | None = None,
 ) -> ReviewResult:
     """Checks one version of a campaign against everything activation needs."""
     result = ReviewResult()
     _review_configuration(result, category, channel, version, configuration)
+    if (
+        channel is Channel.EMAIL
+        and configuration is not None
+        and not configuration["settings"].get("smtp_url")
+        and not default_smtp_url
+    ):
+        result.warnings.append(
+            FieldError(
+                "channel_configuration_id",
+                "no SMTP relay: neither the configuration nor TIDINGS_SMTP_URL names one",
+            )
+        )
 
     try:
         content = parse_content(channel, version["content"])

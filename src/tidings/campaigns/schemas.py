@@ -24,7 +24,11 @@ class _Strict(BaseModel):
 
 
 class AudienceSpec(_Strict):
-    identity_namespace: str = Field(default="email", pattern=NAMESPACE_PATTERN)
+    identity_namespace: str | None = Field(
+        default=None,
+        pattern=NAMESPACE_PATTERN,
+        description="Namespace of recipients' identities; default: phone for SMS, else email",
+    )
     create_new_profiles: bool = False
     audience_id: str | None = Field(default=None, max_length=64)
 
@@ -67,6 +71,12 @@ class VersionRef(BaseModel):
     state: VersionState
 
 
+class AudienceOut(BaseModel):
+    identity_namespace: str
+    create_new_profiles: bool
+    audience_id: str | None
+
+
 class CampaignOut(BaseModel):
     """A campaign as authored in its newest version (the draft version, if one is open)."""
 
@@ -79,7 +89,7 @@ class CampaignOut(BaseModel):
     channel: Channel
     channel_configuration_id: str | None
     content: dict[str, Any] | None
-    audience: AudienceSpec
+    audience: AudienceOut
     schedule: ScheduleSpec
     version: VersionRef
     live_version: int | None
@@ -107,7 +117,7 @@ class VersionOut(BaseModel):
     tags: list[str]
     channel_configuration_id: str | None
     content: dict[str, Any] | None
-    audience: AudienceSpec
+    audience: AudienceOut
     schedule: ScheduleSpec
     created_at: datetime
     updated_at: datetime

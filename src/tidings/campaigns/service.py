@@ -37,7 +37,7 @@ from tidings.errors import Conflict, FieldError, InvalidInput, NotFound, NotRead
 from tidings.ids import new_id
 from tidings.pagination import keyset_page
 from tidings.profiles import service as profiles
-from tidings.vocabulary import Category, Channel
+from tidings.vocabulary import EMAIL_NAMESPACE, PHONE_NAMESPACE, Category, Channel
 
 PREVIEW_UNSUBSCRIBE_PATH = "/unsubscribe/preview"
 
@@ -92,7 +92,7 @@ def version_view(version: dict[str, Any]) -> dict[str, Any]:
         "tags": version["tags"],
         "channel_configuration_id": version["channel_configuration_id"],
         "content": version["content"],
-        "audience": AudienceSpec.model_validate(version["audience"]),
+        "audience": version["audience"],
         "schedule": ScheduleSpec(
             start_at=version["start_at"],
             end_at=version["end_at"],
@@ -236,7 +236,7 @@ def create(db: Database, workspace_id: str, body: CampaignCreate) -> dict[str, A
                 "tags": _unique_tags(body.tags),
                 "channel_configuration_id": body.channel_configuration_id,
                 "content": content,
-                "audience": (body.audience or AudienceSpec()).model_dump(),
+                "audience": _audience(body.channel, (body.audience or AudienceSpec()).model_dump()),
                 "start_at": schedule.start_at,
                 "end_at": schedule.end_at,
                 "rate_per_second": schedule.rate_per_second,
@@ -245,6 +245,15 @@ def create(db: Database, workspace_id: str, body: CampaignCreate) -> dict[str, A
             },
         )
         return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+
+
+DEFAULT_NAMESPACES = {Channel.EMAIL: EMAIL_NAMESPACE, Channel.SMS: PHONE_NAMESPACE}
+
+
+def _audience(channel: Channel, audience: dict[str, Any]) -> dict[str, Any]:
+    if not audience.get("identity_namespace"):
+        audience["identity_namespace"] = DEFAULT_NAMESPACES.get(channel, EMAIL_NAMESPACE)
+    return audience
 
 
 def _merge(current: dict[str, Any] | None, patch: dict[str, Any]) -> dict[str, Any]:
@@ -313,7 +322,7 @@ def update(
             audience = _validated(
                 AudienceSpec, _merge(version["audience"], given["audience"]), "audience"
             )
-            changes["audience"] = audience.model_dump()
+            changes["audience"] = _audience(channel, audience.model_dump())
         if given.get("schedule") is not None:
             current = {k: version[k] for k in ("start_at", "end_at", "rate_per_second")}
             schedule = _validated(ScheduleSpec, {**current, **given["schedule"]}, "schedule")
@@ -354,6 +363,7 @@ def _review(
     workspace_id: str,
     campaign: dict[str, Any],
     version: dict[str, Any],
+    default_smtp_url: str | None,
 ) -> ReviewResult:
     configuration = None
     if version["channel_configuration_id"]:
@@ -366,20 +376,30 @@ def _review(
         configuration=configuration,
         known_profile_paths=lambda paths: profiles.known_attribute_paths(conn, workspace_id, paths),
         now=utcnow(),
+        default_smtp_url=default_smtp_url,
     )
 
 
 def review(
-    db: Database, engine: TemplateEngine, workspace_id: str, campaign_id: str
+    db: Database,
+    engine: TemplateEngine,
+    workspace_id: str,
+    campaign_id: str,
+    default_smtp_url: str | None = None,
 ) -> tuple[ReviewResult, int]:
     with db.read() as conn:
         campaign = _load_campaign(conn, workspace_id, campaign_id)
         version = _load_version(conn, _head_version_id(campaign))
-        return _review(conn, engine, workspace_id, campaign, version), version["number"]
+        result = _review(conn, engine, workspace_id, campaign, version, default_smtp_url)
+        return result, version["number"]
 
 
 def activate(
-    db: Database, engine: TemplateEngine, workspace_id: str, campaign_id: str
+    db: Database,
+    engine: TemplateEngine,
+    workspace_id: str,
+    campaign_id: str,
+    default_smtp_url: str | None = None,
 ) -> dict[str, Any]:
     """Makes the draft version live (or scheduled), replacing the live version atomically."""
     now = utcnow()
@@ -389,7 +409,7 @@ def activate(
         if not campaign["draft_version_id"]:
             raise Conflict(f"the {status} campaign has no draft version to activate")
         draft = _load_version(conn, campaign["draft_version_id"])
-        result = _review(conn, engine, workspace_id, campaign, draft)
+        result = _review(conn, engine, workspace_id, campaign, draft, default_smtp_url)
         if not result.ready:
             raise NotReady(
                 f"the campaign has {len(result.errors)} review error(s)", errors=result.errors
