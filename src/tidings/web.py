@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidings.content.schemas import field_path
@@ -107,6 +108,18 @@ def install_error_handlers(app: FastAPI) -> None:
             str(exc.detail),
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Services check uniqueness first; this answers the rare race that slips between the
+        # check and the insert (two requests creating the same name at once).
+        log.info("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem_response(
+            409,
+            "Conflict",
+            "the request conflicts with a concurrent change; retry it",
+            instance=request.url.path,
         )
 
     @app.exception_handler(Exception)

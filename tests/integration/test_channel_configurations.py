@@ -123,3 +123,20 @@ def test_duplicate_names_and_filters(tenant: Tenant):
     create_configuration(client, channel="push", category="transactional")
     listed = client.get("/v1/channel-configurations", params={"channel": "push"}).json()
     assert [c["channel"] for c in listed["items"]] == ["push"]
+
+
+def test_a_lost_uniqueness_race_is_a_409_not_a_500(tenant: Tenant, monkeypatch):
+    # Simulate two requests that both passed the name check before either inserted.
+    first = create_configuration(tenant.client)
+    monkeypatch.setattr(channels, "_name_taken", lambda *args, **kwargs: False)
+    response = tenant.client.post(
+        "/v1/channel-configurations",
+        json={
+            "name": first["name"],
+            "channel": "email",
+            "category": "marketing",
+            "email": {"from_address": "x@example.com"},
+        },
+    )
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
