@@ -125,7 +125,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "Internal error", "an unexpected error was logged")
+        return problem_response(
+            500, "Internal error", "an unexpected error was logged", instance=request.url.path
+        )
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -146,11 +148,16 @@ def bearer_secret(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials.strip()
 
 
+def authenticated(credentials: BearerDep, runtime: RuntimeDep) -> Principal:
+    """A dependency for routes any valid key may call, whatever its scopes."""
+    return runtime.authenticator.authenticate(bearer_secret(credentials))
+
+
 def require(scope: Scope) -> Callable[..., Principal]:
     """A dependency that authenticates the caller and checks one scope."""
 
     def dependency(credentials: BearerDep, runtime: RuntimeDep) -> Principal:
-        principal = runtime.authenticator.authenticate(bearer_secret(credentials))
+        principal = authenticated(credentials, runtime)
         principal.require(scope)
         return principal
 

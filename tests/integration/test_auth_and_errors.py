@@ -45,6 +45,12 @@ def test_scopes_are_enforced(tenant: Tenant, scopes, method, path, allowed):
         assert response.status_code == 403, response.text
 
 
+def test_any_valid_key_reads_its_workspace(tenant: Tenant):
+    response = tenant.client_with(Scope.PROFILES_READ).get("/v1/workspace")
+    assert response.status_code == 200
+    assert response.json()["id"] == tenant.workspace_id
+
+
 def test_preview_for_a_stored_profile_needs_profile_access(tenant: Tenant):
     campaign = create_ready_campaign(tenant.client)
     reader = tenant.client_with(Scope.CAMPAIGNS_READ)

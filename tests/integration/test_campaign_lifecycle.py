@@ -40,6 +40,19 @@ def test_changing_a_live_campaign_opens_a_draft_version_that_replaces_it(tenant:
     assert states == ["superseded", "live"]
 
 
+def test_a_patch_that_changes_nothing_opens_no_draft_version(tenant: Tenant):
+    client = tenant.client
+    campaign = create_ready_campaign(client)
+    client.post(f"/v1/campaigns/{campaign['id']}/activate")
+    for body in (
+        {},
+        {"name": campaign["name"]},
+        {"content": {"subject": campaign["content"]["subject"]}},
+    ):
+        unchanged = client.patch(f"/v1/campaigns/{campaign['id']}", json=body).json()
+        assert unchanged["draft_version"] is None, body
+
+
 def test_activating_without_a_draft_version_is_a_conflict(tenant: Tenant):
     campaign = create_ready_campaign(tenant.client)
     tenant.client.post(f"/v1/campaigns/{campaign['id']}/activate")

@@ -24,6 +24,16 @@ def test_email_configuration_hides_the_smtp_password(tenant: Tenant):
     assert full["smtp_url"] == "smtp://mailer:s3cret@relay.example.com:587"
 
 
+def test_writing_back_what_was_read_keeps_the_smtp_password(tenant: Tenant):
+    client = tenant.client
+    created = create_configuration(client, smtp_url="smtp://mailer:s3cret@relay.example.com:587")
+    url = f"/v1/channel-configurations/{created['id']}"
+    echoed = client.patch(url, json={"email": created["email"]}).json()
+    assert echoed["secrets_set"] == ["smtp_password"]
+    moved = client.patch(url, json={"email": {"smtp_url": "smtp://mailer@other.example.com"}})
+    assert moved.json()["secrets_set"] == []
+
+
 def test_sms_secret_is_write_only_and_kept_across_patches(tenant: Tenant):
     client = tenant.client
     created = create_configuration(

@@ -83,6 +83,16 @@ def test_invalid_profiles_are_refused_naming_the_field(tenant: Tenant, path, bod
     assert field in problem_fields(response)
 
 
+def test_every_bad_identity_is_reported(tenant: Tenant):
+    response = tenant.client.put(
+        "/v1/profiles/email/a@example.com",
+        json={
+            "identities": [{"namespace": "phone", "id": "12"}, {"namespace": "email", "id": "x"}]
+        },
+    )
+    assert problem_fields(response) == ["identities.0.id", "identities.1.id"]
+
+
 def test_delete_forgets_the_profile_and_its_identities(tenant: Tenant):
     client = tenant.client
     client.put(

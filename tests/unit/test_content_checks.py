@@ -107,6 +107,26 @@ def test_marketing_without_audience_warns():
     assert [w.field for w in result.warnings] == ["audience.audience_id"]
 
 
+def test_engine_globals_are_not_unknown_variables():
+    html = (
+        "{% for i in range(3) %}{{ i }}{% endfor %}{% set ns = namespace(n=1) %}"
+        "{{ dict(a=1).a }}{{ unsubscribe_url }}"
+    )
+    result = check_content(
+        ENGINE, Channel.EMAIL, Category.MARKETING, EmailContent(subject="s", html=html)
+    )
+    assert result.errors == []
+
+
+def test_a_syntax_error_is_not_also_a_missing_unsubscribe_link():
+    html = "<p>{{ profile.first_name </p><p>{{ unsubscribe_url }}</p>"
+    result = check_content(
+        ENGINE, Channel.EMAIL, Category.MARKETING, EmailContent(subject="s", html=html)
+    )
+    assert len(result.errors) == 1
+    assert result.errors[0].message.startswith("template error")
+
+
 def test_data_dependent_failures_are_warnings_not_errors():
     content = {"subject": "{{ context.a / context.b }}", "html": "{{ unsubscribe_url }}"}
     result = check_content(ENGINE, Channel.EMAIL, Category.MARKETING, EmailContent(**content))

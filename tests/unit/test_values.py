@@ -47,6 +47,13 @@ def test_smtp_password_round_trips_through_secrets(user, password, host, port):
     assert join_secrets(Channel.EMAIL, public, secrets)["smtp_url"] == url
 
 
+def test_ipv6_relay_keeps_its_brackets():
+    url = "smtp://u:p@[::1]:2525"
+    public, secrets = split_secrets(Channel.EMAIL, {"smtp_url": url})
+    assert public["smtp_url"] == "smtp://u@[::1]:2525"
+    assert join_secrets(Channel.EMAIL, public, secrets)["smtp_url"] == url
+
+
 def test_declared_secret_fields_are_split():
     public, secrets = split_secrets(Channel.SMS, {"provider": "twilio", "auth_token": "t"})
     assert public == {"provider": "twilio"}
@@ -58,6 +65,7 @@ def test_declared_secret_fields_are_split():
     [
         ("email", " Ada@Example.COM ", "ada@example.com"),
         ("phone", "+33612345678", "+33612345678"),
+        ("phone", "+1 (415) 555-0100", "+14155550100"),
         ("crmId", " C-1 ", "C-1"),
     ],
 )

@@ -80,7 +80,7 @@ def delete_campaign(campaign_id: CampaignId, runtime: RuntimeDep, principal: Wri
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{campaign_id}/review", response_model=ReviewOut)
+@router.get("/{campaign_id}/review", response_model=ReviewOut, response_model_exclude_none=True)
 def review_campaign(campaign_id: CampaignId, runtime: RuntimeDep, principal: Reader) -> ReviewOut:
     result, number = service.review(
         runtime.db,

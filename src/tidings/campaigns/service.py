@@ -293,6 +293,11 @@ def _open_draft(conn: sa.Connection, campaign: dict[str, Any], now: datetime) ->
 def update(
     db: Database, workspace_id: str, campaign_id: str, patch: CampaignPatch
 ) -> dict[str, Any]:
+    """Applies a partial change; on a live or scheduled campaign it lands in a draft version.
+
+    A change that changes nothing (an empty body, the same values again) writes nothing and
+    opens no draft version.
+    """
     given = patch.model_dump(exclude_unset=True)
     now = utcnow()
     with db.write() as conn:
@@ -307,32 +312,20 @@ def update(
                     raise InvalidInput.on(name, "cannot change once the campaign was activated")
                 campaign_changes[name] = given[name].value
         channel = Channel(campaign_changes.get("channel", campaign["channel"]))
-        version = _open_draft(conn, campaign, now)
-        changes: dict[str, Any] = {}
-        for name in ("name", "description", "channel_configuration_id"):
-            if name in given and (given[name] is not None or name == "channel_configuration_id"):
-                changes[name] = given[name]
-        if given.get("tags") is not None:
-            changes["tags"] = _unique_tags(given["tags"])
-        if "content" in given or "channel" in campaign_changes:
-            base = None if "channel" in campaign_changes else version["content"]
-            raw = None if given.get("content") is None else _merge(base, given["content"])
-            changes["content"] = _clean_content(channel, raw)
-        if given.get("audience") is not None:
-            audience = _validated(
-                AudienceSpec, _merge(version["audience"], given["audience"]), "audience"
-            )
-            changes["audience"] = _audience(channel, audience.model_dump())
-        if given.get("schedule") is not None:
-            current = {k: version[k] for k in ("start_at", "end_at", "rate_per_second")}
-            schedule = _validated(ScheduleSpec, {**current, **given["schedule"]}, "schedule")
-            changes.update(schedule.model_dump())
+        head = _load_version(conn, _head_version_id(campaign))
+        changes = {
+            name: value
+            for name, value in _version_changes(given, head, channel, campaign_changes).items()
+            if head[name] != value
+        }
+        if not changes and not campaign_changes:
+            return _campaign_view(conn, campaign)
         if changes:
-            changes["updated_at"] = now
+            version = _open_draft(conn, campaign, now)
             conn.execute(
                 campaign_versions.update()
                 .where(campaign_versions.c.id == version["id"])
-                .values(**changes)
+                .values(**changes, updated_at=now)
             )
             if "tags" in changes:
                 _write_tags(conn, version["id"], changes["tags"])
@@ -342,6 +335,33 @@ def update(
             .values(**campaign_changes, updated_at=now)
         )
         return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+
+
+def _version_changes(
+    given: dict[str, Any],
+    head: dict[str, Any],
+    channel: Channel,
+    campaign_changes: dict[str, Any],
+) -> dict[str, Any]:
+    """The version columns a PATCH body asks for, validated and merged with the head version."""
+    changes: dict[str, Any] = {}
+    for name in ("name", "description", "channel_configuration_id"):
+        if name in given and (given[name] is not None or name == "channel_configuration_id"):
+            changes[name] = given[name]
+    if given.get("tags") is not None:
+        changes["tags"] = _unique_tags(given["tags"])
+    if "content" in given or "channel" in campaign_changes:
+        base = None if "channel" in campaign_changes else head["content"]
+        raw = None if given.get("content") is None else _merge(base, given["content"])
+        changes["content"] = _clean_content(channel, raw)
+    if given.get("audience") is not None:
+        audience = _validated(AudienceSpec, _merge(head["audience"], given["audience"]), "audience")
+        changes["audience"] = _audience(channel, audience.model_dump())
+    if given.get("schedule") is not None:
+        current = {k: head[k] for k in ("start_at", "end_at", "rate_per_second")}
+        schedule = _validated(ScheduleSpec, {**current, **given["schedule"]}, "schedule")
+        changes.update(schedule.model_dump())
+    return changes
 
 
 def _validated(
@@ -647,14 +667,10 @@ def preview(
     try:
         rendered = render_content(engine, content, variables)
     except RenderingError as exc:
-        problem = exc.problem
+        problem, field = exc.problem, content_field(exc.template)
         raise InvalidInput(
-            str(exc),
-            errors=[
-                FieldError(
-                    content_field(exc.template), problem.message, problem.line, problem.column
-                )
-            ],
+            f"{field} does not render: {problem.message}",
+            errors=[FieldError(field, problem.message, problem.line, problem.column)],
         ) from None
     return {"channel": channel, "version": version["number"], "content": rendered}
 

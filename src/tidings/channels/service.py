@@ -26,6 +26,18 @@ from tidings.vocabulary import Channel
 SMTP_PASSWORD = "smtp_password"
 
 
+def _netloc(username: str | None, password: str | None, host: str, port: int | None) -> str:
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc = f"{netloc}:{port}"
+    if username is not None or password is not None:
+        credentials = username or ""
+        if password is not None:
+            credentials = f"{credentials}:{password}"
+        netloc = f"{credentials}@{netloc}"
+    return netloc
+
+
 def split_secrets(
     channel: Channel, settings: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -41,11 +53,7 @@ def split_secrets(
         parts = urlsplit(smtp_url)
         if parts.password is not None:
             secrets[SMTP_PASSWORD] = parts.password
-            netloc = parts.hostname or ""
-            if parts.port:
-                netloc = f"{netloc}:{parts.port}"
-            if parts.username:
-                netloc = f"{parts.username}@{netloc}"
+            netloc = _netloc(parts.username, None, parts.hostname or "", parts.port)
             public["smtp_url"] = urlunsplit(parts._replace(netloc=netloc))
     return public, secrets
 
@@ -61,11 +69,26 @@ def join_secrets(
     password = secrets.get(SMTP_PASSWORD)
     if channel is Channel.EMAIL and settings.get("smtp_url") and password is not None:
         parts = urlsplit(settings["smtp_url"])
-        netloc = f"{parts.username or ''}:{password}@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
+        netloc = _netloc(parts.username, password, parts.hostname or "", parts.port)
         settings["smtp_url"] = urlunsplit(parts._replace(netloc=netloc))
     return settings
+
+
+def _keep_smtp_password(partial: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """An smtp_url sent back as returned (no password) keeps the stored password.
+
+    The API never returns the password, so a client that reads a configuration and writes it
+    back must not wipe it. It is kept while user, host and port are unchanged; to remove it,
+    send the URL with an empty password (smtp://user:@host).
+    """
+    new_url, old_url = partial.get("smtp_url"), stored.get("smtp_url")
+    if not new_url or not old_url:
+        return partial
+    new, old = urlsplit(new_url), urlsplit(old_url)
+    same_account = (new.username, new.hostname, new.port) == (old.username, old.hostname, old.port)
+    if new.password is None and old.password is not None and same_account:
+        return {**partial, "smtp_url": old_url}
+    return partial
 
 
 def _validate_settings(channel: Channel, settings: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +207,7 @@ def update(
             raise InvalidInput.on("channel", "the channel of a configuration cannot change")
         for other in Channel:
             if other is not channel and getattr(patch, other.value) is not None:
-                raise InvalidInput.on(other.value, f"this is a {channel} configuration")
+                raise InvalidInput.on(other.value, f"this configuration is for {channel}")
         changes: dict[str, Any] = {}
         if patch.name is not None and patch.name != row["name"]:
             if _name_taken(conn, workspace_id, patch.name, configuration_id):
@@ -198,7 +221,8 @@ def update(
             changes["category"] = patch.category.value
         partial = getattr(patch, channel.value)
         if partial is not None:
-            merged = {**join_secrets(channel, row["settings"], row["secrets"]), **partial}
+            stored = join_secrets(channel, row["settings"], row["secrets"])
+            merged = {**stored, **_keep_smtp_password(partial, stored)}
             changes["settings"], changes["secrets"] = split_secrets(
                 channel, _validate_settings(channel, merged)
             )

@@ -6,7 +6,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tidings.content.engine import HTML_SUFFIX, RenderingError, TemplateEngine, trusted
+from tidings.content.engine import (
+    HTML_SUFFIX,
+    RenderingError,
+    TemplateEngine,
+    trusted,
+)
 from tidings.content.schemas import Content, EmailContent, PushContent, SmsContent
 from tidings.errors import FieldError
 from tidings.vocabulary import Category, Channel
@@ -97,7 +102,7 @@ def check_content(
                 profile_paths.setdefault(rest, field)
             elif top == "context" and rest:
                 context_paths.setdefault(rest, field)
-            elif top not in PROVIDED_VARIABLES:
+            elif top not in PROVIDED_VARIABLES and top not in engine.builtin_names:
                 errors.append(
                     FieldError(
                         field,
@@ -111,9 +116,10 @@ def check_content(
     compiled_ok = compilable and not any(error.field.startswith("content.") for error in errors)
     if compiled_ok:
         compiled = engine.compile(compilable)
+        sample = compiled.prepare(sample_variables())
         for name in compilable:
             try:
-                compiled.render(name, sample_variables(), engine.max_output_chars)
+                compiled.render(name, sample, engine.max_output_chars)
             except RenderingError as exc:
                 problem = exc.problem
                 issue = FieldError(
@@ -136,6 +142,8 @@ def check_content(
         and category is Category.MARKETING
         and isinstance(content, EmailContent)
         and content.html
+        # A template that does not compile lists no variables: its syntax error says enough.
+        and all(name in compilable for name in sources if name.startswith(("html", "text")))
         and not any(
             UNSUBSCRIBE_VARIABLE in engine.variables(source)
             for name, source in sources.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from tidings.profiles.schemas import (
 from tidings.vocabulary import E164_PATTERN, EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
 
 MAX_TRACKED_PATHS = 1000
+PHONE_SEPARATORS = re.compile(r"[\s().\-]")
 _TIMEZONES = frozenset(available_timezones())
 
 
@@ -38,8 +40,11 @@ def normalize_identity(namespace: str, value: str, field: str = "id") -> str:
             return validate_email(value, check_deliverability=False).normalized.lower()
         except EmailNotValidError as exc:
             raise InvalidInput.on(field, f"is not a valid email address ({exc})") from None
-    if namespace == PHONE_NAMESPACE and not E164_PATTERN.match(value):
-        raise InvalidInput.on(field, "must be an E.164 phone number such as +14155550100")
+    if namespace == PHONE_NAMESPACE:
+        # People write "+44 7700 900123" or "+1 (415) 555-0100": keep the digits.
+        value = PHONE_SEPARATORS.sub("", value)
+        if not E164_PATTERN.match(value):
+            raise InvalidInput.on(field, "must be an E.164 phone number such as +14155550100")
     if not value:
         raise InvalidInput.on(field, "must not be blank")
     return value
@@ -85,13 +90,16 @@ def upsert(
     _check_upsert(body)
     key_value = normalize_identity(namespace, identity_value)
     wanted = {(namespace, key_value)}
+    errors = ErrorCollector()
     for index, identity in enumerate(body.identities):
-        wanted.add(
-            (
-                identity.namespace,
-                normalize_identity(identity.namespace, identity.id, f"identities.{index}.id"),
+        field = f"identities.{index}.id"
+        try:
+            wanted.add(
+                (identity.namespace, normalize_identity(identity.namespace, identity.id, field))
             )
-        )
+        except InvalidInput as exc:
+            errors.errors.extend(exc.errors)
+    errors.raise_if_any("some identities are invalid")
     # Two first PUTs for the same new identity race to insert it; the loser retries once and
     # then finds the winner's profile.
     for attempt in range(2):

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, status
 
-from tidings.web import PROBLEM_RESPONSES, RuntimeDep, require
+from tidings.web import PROBLEM_RESPONSES, RuntimeDep, authenticated, require
 from tidings.workspaces import service
 from tidings.workspaces.schemas import (
     ApiKeyCreate,
@@ -20,7 +20,7 @@ from tidings.workspaces.service import Principal
 
 router = APIRouter(prefix="/v1", tags=["workspaces"], responses=PROBLEM_RESPONSES)
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
-AnyKey = Annotated[Principal, Depends(require(Scope.CAMPAIGNS_READ))]
+AnyKey = Annotated[Principal, Depends(authenticated)]
 
 
 def _key_out(row: dict[str, Any]) -> ApiKeyOut:
