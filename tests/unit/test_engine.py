@@ -66,15 +66,15 @@ def test_a_loop_bomb_runs_out_of_fuel_quickly(engine):
 
 def test_templates_cannot_change_the_callers_data(engine):
     data = {"order": {"id": 1, "lines": [1, 2]}}
-    with pytest.raises(RenderingError):
-        engine.render({"a.txt": "{{ context.order.lines.append(3) }}"}, {"context": data})
-    with pytest.raises(RenderingError):
-        engine.render({"b.txt": "{{ context.order.lines.extend([1]) }}"}, {"context": data})
-    with pytest.raises(RenderingError):
-        engine.render({"c.txt": "{{ context.order.clear() }}"}, {"context": data})
-    # A method name built at render time reaches only the per-message copy.
-    sneaky = "{% set _ = (context.order|attr('cl' ~ 'ear'))() %}[{{ context.order.id }}]"
-    assert engine.render({"d.txt": sneaky}, {"context": data}) == {"d.txt": "[]"}
+    attempts = [
+        "{{ context.order.lines.append(3) }}",
+        "{{ context.order.lines.extend([1]) }}",
+        "{{ context.order.clear() }}",
+        "{% set _ = (context.order|attr('cl' ~ 'ear'))() %}",
+    ]
+    for source in attempts:
+        with pytest.raises(RenderingError):
+            engine.render({"t.txt": source}, {"context": data})
     assert data == {"order": {"id": 1, "lines": [1, 2]}}
 
 
@@ -83,12 +83,14 @@ def test_templates_cannot_change_the_callers_data(engine):
     [
         ("{{ order.items }}", True),
         ("{% for i in order['values'] %}{% endfor %}", True),
-        ("{{ order|attr('get') }}", True),
+        ("{{ order.lines.append(1) }}", True),
+        ("{{ order|attr('x') }}", True),
         ("<p>Your items</p>{{ order.id }}", False),
+        ("{% for x in xs %}{{ loop.index }}{% endfor %}", False),
         ("{% for k, v in order|items %}{{ k }}{% endfor %}", False),
     ],
 )
-def test_strict_views_only_where_a_template_reads_a_dict_method_name(engine, source, strict):
+def test_views_only_where_a_template_names_a_method(engine, source, strict):
     assert engine.compile({"t.txt": source}).strict is strict
 
 

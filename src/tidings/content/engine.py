@@ -58,21 +58,19 @@ class RenderingError(TidingsError):
 
 
 _HIDDEN = ""
-DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
+CONTAINER_METHODS = frozenset(
+    name for kind in (dict, list) for name in dir(kind) if not name.startswith("_")
+)
 _TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
-_METHOD_NAMES = "|".join(sorted(DICT_METHODS))
-# `.items`, or the name quoted anywhere in a tag: x['items'], x|attr("items").
-_DICT_METHOD_READ = re.compile(rf"\.\s*(?:{_METHOD_NAMES})\b|['\"](?:{_METHOD_NAMES})['\"]")
+_METHOD_NAMES = "|".join(sorted(CONTAINER_METHODS))
+# `.items` (not loop.index), the name quoted in a tag (x['items']), or the attr filter.
+_METHOD_READ = re.compile(
+    rf"(?<!\bloop)\.\s*(?:{_METHOD_NAMES})\b|['\"](?:{_METHOD_NAMES})['\"]|\|\s*attr\b"
+)
 
 
 class _TemplateList(list[Any]):
-    """A JSON array as templates see it: readable, with every list method hidden.
-
-    minijinja's Python binding resolves `x.name` with getattr and calls methods on Python
-    objects, so a plain list would offer `append` and `extend` (a doubling loop exhausts memory
-    long before it exhausts fuel). Class attributes shadow them; an empty string renders and
-    loops like a missing key, and calling it is a rendering error.
-    """
+    """A JSON array whose list methods are hidden (see needs_views)."""
 
     __slots__ = ()
     # Shadowing methods with data is the point, so mypy's override check does not apply.
@@ -81,39 +79,43 @@ class _TemplateList(list[Any]):
 
 
 class _TemplateMap(dict[str, Any]):
-    """A JSON object whose dict methods are hidden the same way, for templates that need it."""
+    """A JSON object whose dict methods are hidden (see needs_views)."""
 
     __slots__ = ()
     clear = copy = fromkeys = get = items = keys = pop = popitem = _HIDDEN  # type: ignore[assignment]
     setdefault = update = values = _HIDDEN  # type: ignore[assignment]
 
 
-def reads_dict_method_names(source: str) -> bool:
-    """Whether a template reads a key named like a dict method (`order.items`, `x['get']`).
+def needs_views(source: str) -> bool:
+    """Whether a template names a dict or list method: `order.items`, `x['get']`, `|attr`.
 
-    A name built at render time ('it' ~ 'ems') escapes this check; then a missing key reads
-    as the method of the per-message copy, which is harmless.
+    minijinja's Python binding resolves `x.name` on a dict or list with getattr when there is
+    no such key, and lets templates call what it finds. So `{% for i in order.items %}` loops
+    over dict.items when the call sent no `items` (an error instead of an empty loop), and
+    `lines.append(...)` would change the caller's data. Templates that name such a method get
+    the data as views whose methods read like missing keys (an empty string) and cannot be
+    called. The views are copies and any dict subclass makes each lookup from the Rust side
+    slower (docs/benchmarks.md), so templates that name no method get the data as it is.
+    A name built at render time (`x['it' ~ 'ems']`) escapes this check; it can reach only
+    the data of the message being rendered.
     """
-    return any(_DICT_METHOD_READ.search(tag) for tag in _TAG.findall(source))
+    return any(_METHOD_READ.search(tag) for tag in _TAG.findall(source))
 
 
-def template_data(value: Any, strict: bool) -> Any:
-    """A per-message copy of JSON-shaped data for templates.
-
-    Objects are plain dict copies unless `strict`: any dict subclass makes every lookup from
-    the Rust side about 2.5x slower (docs/benchmarks.md), while the list subclass costs nothing
-    measurable. A template can call a plain dict's methods, but only on this copy, so
-    `context.clear()` cannot reach the caller's data or the next message's. Where a template
-    reads a name like `items`, a missing key would resolve to dict.items: such templates get
-    `_TemplateMap` (strict), where the name reads like a missing key.
-    """
+def template_views(value: Any) -> Any:
+    """A copy of JSON-shaped data as _TemplateMap and _TemplateList views."""
     kind = type(value)
-    if kind is dict or isinstance(value, Mapping):
-        copied = {key: template_data(item, strict) for key, item in value.items()}
-        return _TemplateMap(copied) if strict else copied
+    if kind in _SCALARS:
+        return value
+    if kind is dict or kind is _TemplateMap or isinstance(value, Mapping):
+        return _TemplateMap({key: template_views(item) for key, item in value.items()})
     if kind is list or kind is tuple or kind is _TemplateList:
-        return _TemplateList([template_data(item, strict) for item in value])
+        return _TemplateList([template_views(item) for item in value])
     return value
+
+
+# Checked first, by exact type: an isinstance(..., Mapping) per scalar costs more than the copy.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def trusted(value: str) -> str:
@@ -143,15 +145,21 @@ class CompiledTemplates:
     def __init__(self, environment: minijinja.Environment, sources: Mapping[str, str]) -> None:
         self._environment = environment
         self._sources = dict(sources)
-        self.strict = any(reads_dict_method_names(source) for source in sources.values())
+        self.strict = any(needs_views(source) for source in sources.values())
 
     @property
     def names(self) -> list[str]:
         return list(self._sources)
 
-    def prepare(self, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """The data to render these templates with: convert once per message."""
-        return {key: template_data(value, self.strict) for key, value in variables.items()}
+    def prepare(self, variables: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The data to render these templates with (once per message, for all of them).
+
+        Without views, the templates get the caller's objects: give each message its own
+        (decoded from JSON or loaded for it), not one shared across messages.
+        """
+        if not self.strict:
+            return variables
+        return {key: template_views(value) for key, value in variables.items()}
 
     def render(self, name: str, data: Mapping[str, Any], max_output: int) -> str:
         """Renders one template with data from prepare()."""
