@@ -59,6 +59,15 @@ def _load_campaign(
     return dict(row)
 
 
+def _load_editable(conn: sa.Connection, workspace_id: str, campaign_id: str) -> dict[str, Any]:
+    """The campaign, locked for the transaction, if its status allows authoring."""
+    campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
+    status = CampaignStatus(campaign["status"])
+    if status not in EDITABLE:
+        raise Conflict(f"a {status} campaign cannot be changed; duplicate it instead")
+    return campaign
+
+
 def _load_version(conn: sa.Connection, version_id: str) -> dict[str, Any]:
     row = (
         conn.execute(sa.select(campaign_versions).where(campaign_versions.c.id == version_id))
@@ -301,10 +310,8 @@ def update(
     given = patch.model_dump(exclude_unset=True)
     now = utcnow()
     with db.write() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
+        campaign = _load_editable(conn, workspace_id, campaign_id)
         status = CampaignStatus(campaign["status"])
-        if status not in EDITABLE:
-            raise Conflict(f"a {status} campaign cannot be changed; duplicate it instead")
         campaign_changes: dict[str, Any] = {}
         for name in ("category", "channel"):
             if given.get(name) is not None and given[name] != campaign[name]:
@@ -595,10 +602,7 @@ def get_version(db: Database, workspace_id: str, campaign_id: str, number: int) 
 def open_draft_version(db: Database, workspace_id: str, campaign_id: str) -> dict[str, Any]:
     now = utcnow()
     with db.write() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
-        status = CampaignStatus(campaign["status"])
-        if status not in EDITABLE:
-            raise Conflict(f"a {status} campaign cannot be changed; duplicate it instead")
+        campaign = _load_editable(conn, workspace_id, campaign_id)
         return version_view(_open_draft(conn, campaign, now))
 
 
