@@ -83,14 +83,15 @@ def test_invalid_profiles_are_refused_naming_the_field(tenant: Tenant, path, bod
     assert field in problem_fields(response)
 
 
-def test_every_bad_identity_is_reported(tenant: Tenant):
+def test_every_problem_of_a_profile_is_reported_at_once(tenant: Tenant):
     response = tenant.client.put(
-        "/v1/profiles/email/a@example.com",
+        "/v1/profiles/email/not-an-address",
         json={
-            "identities": [{"namespace": "phone", "id": "12"}, {"namespace": "email", "id": "x"}]
+            "identities": [{"namespace": "phone", "id": "12"}, {"namespace": "email", "id": "x"}],
+            "timezone": "Nowhere/Else",
         },
     )
-    assert problem_fields(response) == ["identities.0.id", "identities.1.id"]
+    assert problem_fields(response) == ["id", "identities.0.id", "identities.1.id", "timezone"]
 
 
 def test_delete_forgets_the_profile_and_its_identities(tenant: Tenant):

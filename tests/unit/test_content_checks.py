@@ -127,6 +127,14 @@ def test_a_syntax_error_is_not_also_a_missing_unsubscribe_link():
     assert result.errors[0].message.startswith("template error")
 
 
+def test_methods_of_values_are_data_dependent():
+    content = EmailContent(subject="{{ profile.name.upper() }}", html="{{ unsubscribe_url }}")
+    result = check_content(ENGINE, Channel.EMAIL, Category.MARKETING, content)
+    assert result.errors == []
+    rendered = render_content(ENGINE, content, {"profile": {"name": "ada"}})
+    assert rendered["subject"] == "ADA"
+
+
 def test_data_dependent_failures_are_warnings_not_errors():
     content = {"subject": "{{ context.a / context.b }}", "html": "{{ unsubscribe_url }}"}
     result = check_content(ENGINE, Channel.EMAIL, Category.MARKETING, EmailContent(**content))

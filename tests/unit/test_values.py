@@ -54,6 +54,11 @@ def test_ipv6_relay_keeps_its_brackets():
     assert join_secrets(Channel.EMAIL, public, secrets)["smtp_url"] == url
 
 
+def test_an_empty_smtp_password_means_none():
+    public, secrets = split_secrets(Channel.EMAIL, {"smtp_url": "smtp://u:@relay.example.com"})
+    assert (public["smtp_url"], secrets) == ("smtp://u@relay.example.com", {})
+
+
 def test_declared_secret_fields_are_split():
     public, secrets = split_secrets(Channel.SMS, {"provider": "twilio", "auth_token": "t"})
     assert public == {"provider": "twilio"}
@@ -66,6 +71,7 @@ def test_declared_secret_fields_are_split():
         ("email", " Ada@Example.COM ", "ada@example.com"),
         ("phone", "+33612345678", "+33612345678"),
         ("phone", "+1 (415) 555-0100", "+14155550100"),
+        ("phone", "+44 (0)7700 900123", "+447700900123"),
         ("crmId", " C-1 ", "C-1"),
     ],
 )

@@ -319,10 +319,11 @@ def update(
                     raise InvalidInput.on(name, "cannot change once the campaign was activated")
                 campaign_changes[name] = given[name].value
         channel = Channel(campaign_changes.get("channel", campaign["channel"]))
+        previous_channel = Channel(campaign["channel"]) if "channel" in campaign_changes else None
         head = _load_version(conn, _head_version_id(campaign))
         changes = {
             name: value
-            for name, value in _version_changes(given, head, channel, campaign_changes).items()
+            for name, value in _version_changes(given, head, channel, previous_channel).items()
             if head[name] != value
         }
         if not changes and not campaign_changes:
@@ -348,22 +349,32 @@ def _version_changes(
     given: dict[str, Any],
     head: dict[str, Any],
     channel: Channel,
-    campaign_changes: dict[str, Any],
+    previous_channel: Channel | None,
 ) -> dict[str, Any]:
-    """The version columns a PATCH body asks for, validated and merged with the head version."""
+    """The version columns a PATCH body asks for, validated and merged with the head version.
+
+    `previous_channel` is set when the same PATCH changes the channel (of a draft campaign).
+    """
     changes: dict[str, Any] = {}
     for name in ("name", "description", "channel_configuration_id"):
         if name in given and (given[name] is not None or name == "channel_configuration_id"):
             changes[name] = given[name]
     if given.get("tags") is not None:
         changes["tags"] = _unique_tags(given["tags"])
-    if "content" in given or "channel" in campaign_changes:
-        base = None if "channel" in campaign_changes else head["content"]
+    if "content" in given or previous_channel is not None:
+        base = None if previous_channel is not None else head["content"]
         raw = None if given.get("content") is None else _merge(base, given["content"])
         changes["content"] = _clean_content(channel, raw)
     if given.get("audience") is not None:
         audience = _validated(AudienceSpec, _merge(head["audience"], given["audience"]), "audience")
         changes["audience"] = _audience(channel, audience.model_dump())
+    elif previous_channel is not None:
+        # A namespace that was the old channel's default follows the channel.
+        old_default = DEFAULT_NAMESPACES.get(previous_channel, EMAIL_NAMESPACE)
+        if head["audience"].get("identity_namespace") == old_default:
+            changes["audience"] = _audience(
+                channel, {**head["audience"], "identity_namespace": None}
+            )
     if given.get("schedule") is not None:
         current = {k: head[k] for k in ("start_at", "end_at", "rate_per_second")}
         schedule = _validated(ScheduleSpec, {**current, **given["schedule"]}, "schedule")

@@ -52,7 +52,8 @@ def split_secrets(
     if channel is Channel.EMAIL and smtp_url:
         parts = urlsplit(smtp_url)
         if parts.password is not None:
-            secrets[SMTP_PASSWORD] = parts.password
+            if parts.password:  # smtp://user:@host asks for no password at all
+                secrets[SMTP_PASSWORD] = parts.password
             netloc = _netloc(parts.username, None, parts.hostname or "", parts.port)
             public["smtp_url"] = urlunsplit(parts._replace(netloc=netloc))
     return public, secrets

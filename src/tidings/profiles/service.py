@@ -41,8 +41,9 @@ def normalize_identity(namespace: str, value: str, field: str = "id") -> str:
         except EmailNotValidError as exc:
             raise InvalidInput.on(field, f"is not a valid email address ({exc})") from None
     if namespace == PHONE_NAMESPACE:
-        # People write "+44 7700 900123" or "+1 (415) 555-0100": keep the digits.
-        value = PHONE_SEPARATORS.sub("", value)
+        # People write "+44 (0)7700 900123" or "+1 (415) 555-0100": keep the digits, without
+        # the national trunk prefix "(0)" that international numbers must not carry.
+        value = PHONE_SEPARATORS.sub("", value.replace("(0)", ""))
         if not E164_PATTERN.match(value):
             raise InvalidInput.on(field, "must be an E.164 phone number such as +14155550100")
     if not value:
@@ -73,8 +74,21 @@ class UpsertResult:
     created: bool
 
 
-def _check_upsert(body: ProfileUpsert) -> None:
+def _wanted_identities(
+    namespace: str, identity_value: str, body: ProfileUpsert
+) -> set[tuple[str, str]]:
+    """The identities a PUT names, normalized; every problem of the body reported at once."""
     errors = ErrorCollector()
+    wanted: set[tuple[str, str]] = set()
+    named = [(namespace, identity_value, "id")] + [
+        (identity.namespace, identity.id, f"identities.{index}.id")
+        for index, identity in enumerate(body.identities)
+    ]
+    for identity_namespace, value, field in named:
+        try:
+            wanted.add((identity_namespace, normalize_identity(identity_namespace, value, field)))
+        except InvalidInput as exc:
+            errors.errors.extend(exc.errors)
     if body.timezone is not None and body.timezone not in _TIMEZONES:
         errors.add("timezone", "is not an IANA time zone such as Europe/Paris")
     if len(json.dumps(body.attributes)) > MAX_ATTRIBUTE_BYTES:
@@ -82,24 +96,13 @@ def _check_upsert(body: ProfileUpsert) -> None:
     if _depth(body.attributes) > MAX_ATTRIBUTE_DEPTH:
         errors.add("attributes", f"nest deeper than {MAX_ATTRIBUTE_DEPTH} levels")
     errors.raise_if_any("the profile is invalid")
+    return wanted
 
 
 def upsert(
     db: Database, workspace_id: str, namespace: str, identity_value: str, body: ProfileUpsert
 ) -> UpsertResult:
-    _check_upsert(body)
-    key_value = normalize_identity(namespace, identity_value)
-    wanted = {(namespace, key_value)}
-    errors = ErrorCollector()
-    for index, identity in enumerate(body.identities):
-        field = f"identities.{index}.id"
-        try:
-            wanted.add(
-                (identity.namespace, normalize_identity(identity.namespace, identity.id, field))
-            )
-        except InvalidInput as exc:
-            errors.errors.extend(exc.errors)
-    errors.raise_if_any("some identities are invalid")
+    wanted = _wanted_identities(namespace, identity_value, body)
     # Two first PUTs for the same new identity race to insert it; the loser retries once and
     # then finds the winner's profile.
     for attempt in range(2):
