@@ -15,7 +15,7 @@ from tidings.console.pages import router as console_router
 from tidings.delivery.worker import Worker
 from tidings.profiles.api import router as profiles_router
 from tidings.runtime import Runtime
-from tidings.web import install_error_handlers
+from tidings.web import BodySizeLimit, install_error_handlers
 from tidings.workspaces.api import router as workspaces_router
 
 
@@ -39,6 +39,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
     for router in (
         workspaces_router,
         channels_router,

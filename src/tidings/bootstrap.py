@@ -20,6 +20,12 @@ class StartupReport:
 
 
 def prepare(runtime: Runtime, *, run_migrations: bool) -> StartupReport:
+    # Several API processes starting at once must not migrate or create keys side by side.
+    with runtime.db.startup_lock():
+        return _prepare(runtime, run_migrations=run_migrations)
+
+
+def _prepare(runtime: Runtime, *, run_migrations: bool) -> StartupReport:
     if run_migrations:
         migrate.upgrade(runtime.db)
     workspace = workspaces.ensure_workspace(runtime.db)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Guards on user-authored content: a template may not be larger than this nor spend more
     # than this much fuel (minijinja's unit of interpreter work) in one render.
+    # Largest request body accepted: room for 20 recipients with 200 KB of context between them,
+    # a profile and a template, refused before anything is parsed.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     template_max_bytes: int = Field(default=256 * 1024, gt=0)
     template_fuel: int = Field(default=200_000, gt=0)
 

@@ -13,6 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from tidings.content.schemas import field_path
 from tidings.errors import AuthenticationFailed, FieldError, TidingsError
@@ -101,11 +103,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        title = HTTP_TITLES.get(exc.status_code, "HTTP error")
+        # FastAPI answers a body it cannot decode (bad UTF-8, JSON nested too deep) with a
+        # bare 400; say which field is wrong, as every other malformed body does.
+        errors = [FieldError("body", str(exc.detail))] if exc.status_code in (400, 413) else []
         return problem_response(
             exc.status_code,
             title,
             str(exc.detail),
+            errors,
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
         )
@@ -113,8 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
         # Services check uniqueness first; this answers the rare race that slips between the
-        # check and the insert (two requests creating the same name at once).
-        log.info("integrity error on %s %s: %s", request.method, request.url.path, exc.orig)
+        # check and the insert (two requests creating the same name at once). Any other
+        # integrity error is a bug and is answered as one.
+        if not _is_unique_violation(exc):
+            return await _unexpected(request, exc)
+        log.info("unique violation on %s %s", request.method, request.url.path)
         return problem_response(
             409,
             "Conflict",
@@ -128,6 +137,64 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(
             500, "Internal error", "an unexpected error was logged", instance=request.url.path
         )
+
+
+HTTP_TITLES = {
+    400: "Malformed request body",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+}
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate == "23505" or "UNIQUE constraint failed" in str(exc.orig)
+
+
+class BodySizeLimit:
+    """Refuses request bodies over a size with a 413 problem, before anything parses them.
+
+    Checks Content-Length up front and counts the bytes of bodies sent without one.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise StarletteHTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _detail(self) -> str:
+        return f"the body is larger than {self.max_bytes} bytes"
+
+    async def _refuse(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413,
+            HTTP_TITLES[413],
+            self._detail(),
+            [FieldError("body", self._detail())],
+            instance=scope.get("path"),
+        )
+        await response(scope, receive, send)
 
 
 def get_runtime(request: Request) -> Runtime:

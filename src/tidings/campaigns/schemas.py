@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from tidings.campaigns.state import CampaignStatus, VersionState
 from tidings.profiles.schemas import Identity
@@ -33,9 +40,27 @@ class AudienceSpec(_Strict):
     audience_id: str | None = Field(default=None, max_length=64)
 
 
+MIN_YEAR, MAX_YEAR = 2000, 9000
+
+
+def _within_storable_years(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if not MIN_YEAR <= in_utc.year <= MAX_YEAR:
+        raise ValueError(f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+ScheduleTime = Annotated[AwareDatetime | None, AfterValidator(_within_storable_years)]
+
+
 class ScheduleSpec(_Strict):
-    start_at: AwareDatetime | None = None
-    end_at: AwareDatetime | None = None
+    start_at: ScheduleTime = None
+    end_at: ScheduleTime = None
     rate_per_second: int | None = Field(default=None, ge=1, le=100_000)
 
 
@@ -147,7 +172,9 @@ class PreviewRequest(_Strict):
     )
     identity: Identity | None = Field(default=None, description="A stored profile to render for")
     context: dict[str, Any] = Field(default_factory=dict)
-    version: int | None = Field(default=None, ge=1, description="Default: the newest version")
+    version: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Default: the newest version"
+    )
 
 
 class PreviewOut(BaseModel):

@@ -35,6 +35,7 @@ from tidings.content.service import content_field, render_content, template_vari
 from tidings.db import Database
 from tidings.errors import Conflict, FieldError, InvalidInput, NotFound, NotReady
 from tidings.ids import new_id
+from tidings.json_data import unstorable
 from tidings.pagination import keyset_page
 from tidings.profiles import service as profiles
 from tidings.vocabulary import EMAIL_NAMESPACE, PHONE_NAMESPACE, Category, Channel
@@ -498,14 +499,8 @@ def _move(
         campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
         target = next_status(CampaignStatus(campaign["status"]), event)
         values: dict[str, Any] = {"status": target.value, stamp: now, "updated_at": now}
-        if event is CampaignEvent.STOP and campaign["draft_version_id"]:
-            # A stopped campaign is never edited again: its open draft would dangle.
-            conn.execute(
-                campaign_versions.delete().where(
-                    campaign_versions.c.id == campaign["draft_version_id"]
-                )
-            )
-            values["draft_version_id"] = None
+        if target not in EDITABLE:
+            _drop_draft(conn, campaign["draft_version_id"], values)
         conn.execute(campaigns.update().where(campaigns.c.id == campaign_id).values(**values))
         return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
 
@@ -649,6 +644,10 @@ def preview(
 ) -> dict[str, Any]:
     if request.profile is not None and request.identity is not None:
         raise InvalidInput.on("identity", "give either profile or identity, not both")
+    for data, name in ((request.context, "context"), (request.profile, "profile")):
+        unfit = unstorable(data, name)
+        if unfit is not None:
+            raise InvalidInput(f"{unfit.field} {unfit.message}", errors=[unfit])
     if len(json.dumps(request.context)) > MAX_CONTEXT_BYTES:
         raise InvalidInput.on("context", f"is larger than {MAX_CONTEXT_BYTES} bytes as JSON")
     with db.read() as conn:
@@ -700,6 +699,7 @@ def advance_schedules(db: Database, now: datetime) -> dict[str, int]:
         sa.select(
             campaigns.c.id,
             campaigns.c.status,
+            campaigns.c.draft_version_id,
             campaign_versions.c.start_at,
             campaign_versions.c.end_at,
         )
@@ -728,5 +728,15 @@ def advance_schedules(db: Database, now: datetime) -> dict[str, int]:
                 values["completed_at"] = now
                 moved["completed"] += 1
             values["status"] = status.value
+            if status not in EDITABLE:
+                _drop_draft(conn, row.draft_version_id, values)
             conn.execute(campaigns.update().where(campaigns.c.id == row.id).values(**values))
     return moved
+
+
+def _drop_draft(conn: sa.Connection, draft_version_id: str | None, values: dict[str, Any]) -> None:
+    """A campaign that can no longer be edited keeps no open draft: it would dangle, and the
+    campaign would show (and duplicate) content that never ran."""
+    if draft_version_id:
+        conn.execute(campaign_versions.delete().where(campaign_versions.c.id == draft_version_id))
+        values["draft_version_id"] = None

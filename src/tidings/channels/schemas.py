@@ -73,6 +73,13 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _check_single_line(value: str) -> str:
+    # It becomes part of the From header: a line break would let it add headers.
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
 SmtpUrl = Annotated[str, Field(max_length=2000), AfterValidator(_check_smtp_url)]
 E164 = Annotated[str, AfterValidator(_check_e164)]
 
@@ -85,7 +92,9 @@ class _Settings(BaseModel):
 
 class EmailSettings(_Settings):
     from_address: EmailStr
-    from_name: str | None = Field(default=None, max_length=200)
+    from_name: Annotated[str, AfterValidator(_check_single_line)] | None = Field(
+        default=None, max_length=200
+    )
     reply_to: EmailStr | None = None
     smtp_url: SmtpUrl | None = Field(
         default=None,

@@ -215,7 +215,7 @@ def update(
                 raise InvalidInput.on("name", "another channel configuration has this name")
             changes["name"] = patch.name
         if patch.category is not None and patch.category.value != row["category"]:
-            if _used_outside_drafts(conn, configuration_id):
+            if _used_by_active_campaigns(conn, workspace_id, configuration_id):
                 raise Conflict(
                     "the category cannot change while an active campaign uses this configuration"
                 )
@@ -238,13 +238,17 @@ def update(
     return row
 
 
-def _used_outside_drafts(conn: sa.Connection, configuration_id: str) -> bool:
+def _used_by_active_campaigns(
+    conn: sa.Connection, workspace_id: str, configuration_id: str
+) -> bool:
+    """Whether the live version of a live or scheduled campaign of the workspace uses it."""
     query = (
         sa.select(campaigns.c.id)
-        .join(campaign_versions, campaign_versions.c.campaign_id == campaigns.c.id)
+        .join(campaign_versions, campaign_versions.c.id == campaigns.c.live_version_id)
         .where(
-            campaign_versions.c.channel_configuration_id == configuration_id,
+            campaigns.c.workspace_id == workspace_id,
             campaigns.c.status.in_(["live", "scheduled"]),
+            campaign_versions.c.channel_configuration_id == configuration_id,
         )
         .limit(1)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,9 +12,30 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from tidings.errors import Unavailable
+from tidings.errors import FieldError, InvalidInput, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+STARTUP_LOCK = 0x7469_6469  # "tidi": any constant shared by every Tidings process
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        raise Unavailable("the database is unavailable; retry later") from exc
+    except sa.exc.DataError as exc:
+        # PostgreSQL refuses what SQLite stores: NUL characters, numbers out of range.
+        raise InvalidInput(
+            "the request holds a value the database cannot store",
+            errors=[
+                FieldError(
+                    "body",
+                    "contains a value the database cannot store "
+                    "(a NUL character, or a number out of range)",
+                )
+            ],
+        ) from exc
 
 
 class Database:
@@ -35,6 +57,8 @@ class Database:
             engine_kwargs.setdefault("pool_size", 10)
             engine_kwargs.setdefault("max_overflow", 10)
             engine_kwargs.setdefault("pool_timeout", 10)
+        # Bound parameters never reach error messages or logs: they carry provider secrets.
+        engine_kwargs.setdefault("hide_parameters", True)
         self.engine = sa.create_engine(self.url, **engine_kwargs)
         if self.is_sqlite:
             self._configure_sqlite(self.engine)
@@ -65,22 +89,53 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A transaction that commits on success and rolls back on any exception."""
-        try:
-            with self.engine.connect() as connection:
-                connection = connection.execution_options(tidings_write=True)
-                with connection.begin():
-                    yield connection
-        except sa.exc.OperationalError as exc:
-            raise Unavailable("the database is unavailable; retry later") from exc
+        with _translated_errors(), self.engine.connect() as connection:
+            connection = connection.execution_options(tidings_write=True)
+            with connection.begin():
+                yield connection
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        """A read-only unit of work (one consistent snapshot on both backends)."""
-        try:
-            with self.engine.connect() as connection, connection.begin():
+        """A read-only unit of work that sees one consistent snapshot on both backends.
+
+        PostgreSQL's default (READ COMMITTED) gives each statement a fresh snapshot, so a view
+        assembled from several queries could see a row and miss what it points to.
+        """
+        with _translated_errors(), self.engine.connect() as connection:
+            if not self.is_sqlite:
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
                 yield connection
-        except sa.exc.OperationalError as exc:
-            raise Unavailable("the database is unavailable; retry later") from exc
+
+    @contextmanager
+    def startup_lock(self) -> Iterator[None]:
+        """Serializes start-up work (migrations, bootstrap) of processes sharing a database."""
+        if self.is_sqlite:
+            with self._sqlite_file_lock():
+                yield
+            return
+        with self.engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+            try:
+                yield
+            finally:
+                connection.execute(
+                    sa.text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK}
+                )
+                connection.commit()
+
+    @contextmanager
+    def _sqlite_file_lock(self) -> Iterator[None]:
+        database = self.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            yield
+            return
+        with open(f"{database}.startup-lock", "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def dispose(self) -> None:
         self.engine.dispose()

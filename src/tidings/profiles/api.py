@@ -38,6 +38,27 @@ def put_profile(
     return ProfileOut.model_validate(result.profile)
 
 
+@router.patch(
+    "/{namespace}/{identity}",
+    response_model=ProfileOut,
+    responses={201: {"model": ProfileOut, "description": "Created"}},
+)
+def patch_profile(
+    namespace: Namespace,
+    identity: IdentityValue,
+    body: ProfileUpsert,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: Writer,
+) -> ProfileOut:
+    """Like PUT, but attributes merge key by key (null removes one) and absent fields stay."""
+    result = service.upsert(
+        runtime.db, principal.workspace_id, namespace, identity, body, merge=True
+    )
+    response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+    return ProfileOut.model_validate(result.profile)
+
+
 @router.get("/{namespace}/{identity}", response_model=ProfileOut)
 def get_profile(
     namespace: Namespace, identity: IdentityValue, runtime: RuntimeDep, principal: Reader

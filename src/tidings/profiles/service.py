@@ -17,6 +17,7 @@ from tidings.db import Database
 from tidings.db.upsert import insert_ignoring_conflicts
 from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound
 from tidings.ids import new_id
+from tidings.json_data import unstorable
 from tidings.profiles.models import profile_attribute_paths, profile_identities, profiles
 from tidings.profiles.schemas import (
     MAX_ATTRIBUTE_BYTES,
@@ -91,7 +92,10 @@ def _wanted_identities(
             errors.errors.extend(exc.errors)
     if body.timezone is not None and body.timezone not in _TIMEZONES:
         errors.add("timezone", "is not an IANA time zone such as Europe/Paris")
-    if len(json.dumps(body.attributes)) > MAX_ATTRIBUTE_BYTES:
+    problem = unstorable(body.attributes, "attributes")
+    if problem is not None:
+        errors.errors.append(problem)
+    elif len(json.dumps(body.attributes)) > MAX_ATTRIBUTE_BYTES:
         errors.add("attributes", f"are larger than {MAX_ATTRIBUTE_BYTES} bytes as JSON")
     if _depth(body.attributes) > MAX_ATTRIBUTE_DEPTH:
         errors.add("attributes", f"nest deeper than {MAX_ATTRIBUTE_DEPTH} levels")
@@ -100,30 +104,53 @@ def _wanted_identities(
 
 
 def upsert(
-    db: Database, workspace_id: str, namespace: str, identity_value: str, body: ProfileUpsert
+    db: Database,
+    workspace_id: str,
+    namespace: str,
+    identity_value: str,
+    body: ProfileUpsert,
+    *,
+    merge: bool = False,
 ) -> UpsertResult:
+    """Creates or updates the profile the identities name.
+
+    PUT (merge=False) replaces attributes, time zone and locale; PATCH (merge=True) changes
+    only the attributes given (a null removes one) and the fields sent. Both merge identities
+    and consent.
+    """
     wanted = _wanted_identities(namespace, identity_value, body)
     # Two first PUTs for the same new identity race to insert it; the loser retries once and
     # then finds the winner's profile.
     for attempt in range(2):
         try:
             with db.write() as conn:
-                return _upsert_within(conn, workspace_id, wanted, body)
+                return _upsert_within(conn, workspace_id, wanted, body, merge)
         except sa.exc.IntegrityError:
             if attempt:
                 raise Conflict("a concurrent request changed these identities; retry") from None
     raise AssertionError("unreachable")
 
 
+def merge_attributes(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level keys of `changes` replace those of `current`; a null removes the key."""
+    merged = {**current, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
 def _upsert_within(
-    conn: sa.Connection, workspace_id: str, wanted: set[tuple[str, str]], body: ProfileUpsert
+    conn: sa.Connection,
+    workspace_id: str,
+    wanted: set[tuple[str, str]],
+    body: ProfileUpsert,
+    merge: bool,
 ) -> UpsertResult:
     now = utcnow()
     owners = _owners(conn, workspace_id, wanted)
     owner_ids = set(owners.values())
     if len(owner_ids) > 1:
         raise Conflict("these identities belong to different profiles; merge them first")
-    current = _load_row(conn, workspace_id, owner_ids.pop()) if owner_ids else None
+    # Locked: consent is merged in Python, and two concurrent PUTs must not lose a change.
+    current = _load_row(conn, workspace_id, owner_ids.pop(), for_update=True) if owner_ids else None
     values = {
         "attributes": body.attributes,
         "consent": _merge_consent(current["consent"] if current else {}, body, now),
@@ -131,6 +158,11 @@ def _upsert_within(
         "locale": body.locale,
         "updated_at": now,
     }
+    if merge and current is not None:
+        values["attributes"] = merge_attributes(current["attributes"], body.attributes)
+        for name in ("timezone", "locale"):
+            if name not in body.model_fields_set:
+                values[name] = current[name]
     if current is None:
         profile_id = new_id()
         conn.execute(
@@ -210,16 +242,15 @@ def known_attribute_paths(conn: sa.Connection, workspace_id: str, paths: set[str
     return set(rows)
 
 
-def _load_row(conn: sa.Connection, workspace_id: str, profile_id: str) -> dict[str, Any] | None:
-    row = (
-        conn.execute(
-            sa.select(profiles).where(
-                profiles.c.id == profile_id, profiles.c.workspace_id == workspace_id
-            )
-        )
-        .mappings()
-        .first()
+def _load_row(
+    conn: sa.Connection, workspace_id: str, profile_id: str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = sa.select(profiles).where(
+        profiles.c.id == profile_id, profiles.c.workspace_id == workspace_id
     )
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
     return dict(row) if row else None
 
 

@@ -115,7 +115,8 @@ def create_api_key(
         "workspace_id": workspace_id,
         "name": name,
         "secret_hash": hash_secret(secret),
-        "display_prefix": secret[:DISPLAY_PREFIX_LENGTH],
+        # Enough to recognise a key, never enough to matter: at most a quarter of a short one.
+        "display_prefix": secret[: min(DISPLAY_PREFIX_LENGTH, len(secret) // 4)],
         "scopes": sorted({Scope(scope).value for scope in scopes}),
         "created_at": utcnow(),
         "last_used_at": None,
