@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from typing import Annotated
 
@@ -27,7 +28,8 @@ keys_app = typer.Typer(help="API keys: create, list, revoke.")
 workspaces_app = typer.Typer(help="Workspaces (tenants): create, list.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
-console = Console()
+# Piped into another program, tables keep whole values on one line instead of wrapping at 80.
+console = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _runtime() -> Runtime:
