@@ -13,6 +13,7 @@ from tidings.campaigns.api import router as campaigns_router
 from tidings.channels.api import router as channels_router
 from tidings.console.pages import router as console_router
 from tidings.delivery.worker import Worker
+from tidings.executions.api import router as executions_router
 from tidings.profiles.api import router as profiles_router
 from tidings.runtime import Runtime
 from tidings.web import BodySizeLimit, install_error_handlers
@@ -44,6 +45,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         workspaces_router,
         channels_router,
         campaigns_router,
+        executions_router,
         profiles_router,
         console_router,
     ):

@@ -5,12 +5,14 @@ from __future__ import annotations
 from tidings.campaigns import models as campaigns_models
 from tidings.channels import models as channels_models
 from tidings.db.metadata import metadata
+from tidings.executions import models as executions_models
 from tidings.profiles import models as profiles_models
 from tidings.workspaces import models as workspaces_models
 
 __all__ = [
     "campaigns_models",
     "channels_models",
+    "executions_models",
     "metadata",
     "profiles_models",
     "workspaces_models",

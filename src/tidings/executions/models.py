@@ -1,0 +1,69 @@
+"""Tables of executions, their messages (the delivery queue) and idempotency keys."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tidings.db.metadata import metadata
+from tidings.db.types import UTCDateTime, id_column, json_type
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    id_column(primary_key=True),
+    id_column("workspace_id", sa.ForeignKey("workspaces.id"), nullable=False),
+    id_column("campaign_id", sa.ForeignKey("campaigns.id"), nullable=False),
+    # The version that was live when the trigger was accepted: messages render it even if a
+    # new version replaces it meanwhile.
+    id_column("version_id", sa.ForeignKey("campaign_versions.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("request_id", sa.String(200), nullable=True),
+    sa.Column("recipient_count", sa.Integer(), nullable=False),
+    sa.Column("execute_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_executions_workspace_campaign", "workspace_id", "campaign_id", "id"),
+)
+
+# The message table is the queue: a worker claims rows whose due_at has come.
+messages = sa.Table(
+    "messages",
+    metadata,
+    id_column(primary_key=True),
+    id_column("workspace_id", sa.ForeignKey("workspaces.id"), nullable=False),
+    id_column("execution_id", sa.ForeignKey("executions.id", ondelete="CASCADE"), nullable=False),
+    id_column("campaign_id", nullable=False),
+    id_column("version_id", nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("recipient_namespace", sa.String(64), nullable=False),
+    sa.Column("recipient_id", sa.String(320), nullable=False),
+    id_column("profile_id", nullable=True),
+    sa.Column("address", sa.String(320), nullable=True),
+    # The call's context merged for this recipient, and profile data the call sent.
+    sa.Column("context", json_type(), nullable=False),
+    sa.Column("profile_data", json_type(), nullable=True),
+    sa.Column("due_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("reason", sa.String(64), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("provider_message_id", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_messages_state_due", "state", "due_at"),
+    sa.Index("ix_messages_execution", "execution_id", "id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    id_column("workspace_id", sa.ForeignKey("workspaces.id"), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    # SHA-256 of the canonical request body: the same key with another body is refused.
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("response", json_type(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,92 @@
+"""API shapes of the native execution API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from tidings.vocabulary import NAMESPACE_PATTERN
+
+MAX_UNITARY_RECIPIENTS = 20
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecipientIdentity(_Strict):
+    namespace: str = Field(pattern=NAMESPACE_PATTERN)
+    id: str = Field(min_length=1, max_length=320)
+
+
+class ChannelData(_Strict):
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    push_token: str | None = Field(default=None, max_length=4096)
+
+
+class Recipient(_Strict):
+    identity: RecipientIdentity
+    channel_data: ChannelData | None = None
+    profile: dict[str, Any] | None = Field(
+        default=None, description="Attributes for this message, over the stored profile's"
+    )
+    context: dict[str, Any] | None = Field(
+        default=None, description="Merged over the call's shared context for this recipient"
+    )
+
+
+class ExecutionCreate(_Strict):
+    campaign_id: str = Field(min_length=1, max_length=64)
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Idempotency key"
+    )
+    recipients: list[Recipient] | None = Field(
+        default=None, min_length=1, max_length=MAX_UNITARY_RECIPIENTS
+    )
+    context: dict[str, Any] = Field(default_factory=dict)
+    execute_at: AwareDatetime | None = None
+
+
+class ExecutionAccepted(BaseModel):
+    execution_id: str
+    request_id: str | None
+    accepted: int
+
+
+class ExecutionOut(BaseModel):
+    id: str
+    campaign_id: str
+    version: int
+    kind: str
+    status: str
+    request_id: str | None
+    recipients: int
+    counts: dict[str, int] = Field(description="Messages per state")
+    created_at: datetime
+
+
+class MessageRecipient(BaseModel):
+    namespace: str
+    id: str
+
+
+class MessageOut(BaseModel):
+    id: str
+    recipient: MessageRecipient
+    channel: str
+    state: str
+    reason: str | None
+    attempts: int
+    last_error: str | None
+    provider_message_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
+class MessageList(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
