@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from typing import Annotated
 
 import typer
@@ -91,11 +89,8 @@ def worker() -> None:
     if not migrations.is_current(runtime.db):
         console.print("[red]the database schema is not current: run `tidings migrate`[/red]")
         raise typer.Exit(1)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     console.print("worker running; Ctrl-C to stop")
-    Worker(runtime).run_blocking(stop)
+    Worker(runtime).run_blocking()
 
 
 @app.command()

@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "info"
+    # Delivery: a batch claimed at a time, how long a claim holds, and how retries back off
+    # (exponential with full jitter, capped; then the message fails with its last reason).
+    delivery_batch_size: int = Field(default=200, ge=1, le=5000)
+    delivery_lease_seconds: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
     # Guards on user-authored content: a template may not be larger than this nor spend more
     # than this much fuel (minijinja's unit of interpreter work) in one render.
     # Largest request body accepted: room for 20 recipients with 200 KB of context between them,

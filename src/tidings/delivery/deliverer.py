@@ -1,0 +1,184 @@
+"""One delivery round: claim due messages, render them, send them per channel, record outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from tidings.channels.adapters import Accepted, ChannelAdapter, OutboundMessage
+from tidings.clock import utcnow
+from tidings.content.engine import RenderingError
+from tidings.content.schemas import parse_content
+from tidings.content.service import content_field, render_content, template_variables
+from tidings.delivery import queue
+from tidings.delivery.queue import ClaimedMessage, Outcomes
+from tidings.delivery.state import ExclusionReason
+from tidings.errors import InvalidInput
+from tidings.runtime import Runtime
+from tidings.vocabulary import Channel
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int
+    base_seconds: float
+    max_seconds: float
+
+    def delay(self, attempts: int, retry_after: float | None) -> float | None:
+        """Seconds until the next try, or None when the message has had its last try.
+
+        Full jitter spreads the retries of a provider outage over the whole window instead of
+        sending them back in waves; a provider's Retry-After is a floor.
+        """
+        if attempts >= self.max_attempts:
+            return None
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempts - 1))
+        delay = random.uniform(0, ceiling)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+
+@dataclass
+class _Bucket:
+    rate: float
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """Per campaign token buckets (burst of one second), for `schedule.rate_per_second`."""
+
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def wait(self, campaign_id: str, rate: int | None) -> float:
+        """0 when a message may go now, else seconds until a token is free (and none taken)."""
+        if not rate:
+            return 0.0
+        now = time.monotonic()
+        bucket = self.buckets.get(campaign_id)
+        if bucket is None or bucket.rate != rate:
+            bucket = self.buckets[campaign_id] = _Bucket(rate, float(rate), now)
+        bucket.tokens = min(bucket.rate, bucket.tokens + (now - bucket.updated) * bucket.rate)
+        bucket.updated = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / bucket.rate
+
+
+class Deliverer:
+    """Moves due messages out through the channel adapters; one instance per worker."""
+
+    def __init__(self, runtime: Runtime, adapters: Mapping[Channel, ChannelAdapter]) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.adapters = adapters
+        self.batch_size = settings.delivery_batch_size
+        self.lease = timedelta(seconds=settings.delivery_lease_seconds)
+        self.retries = RetryPolicy(
+            settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+        )
+        self.rates = RateLimiter()
+
+    async def run_once(self) -> int:
+        """Delivers one batch; returns how many messages it claimed (0: nothing was due)."""
+        db = self.runtime.db
+        claimed = await asyncio.to_thread(queue.claim, db, utcnow(), self.batch_size, self.lease)
+        if not claimed:
+            return 0
+        outcomes = Outcomes()
+        ready = await asyncio.to_thread(self._prepare, claimed, outcomes, utcnow())
+        attempts = {message.id: message.attempts for message in claimed}
+        sends = [
+            self._send(channel, batch, attempts, outcomes)
+            for channel, batch in ready.items()
+            if batch
+        ]
+        await asyncio.gather(*sends)
+        await asyncio.to_thread(queue.record, db, outcomes, utcnow())
+        return len(claimed)
+
+    def _prepare(
+        self, claimed: list[ClaimedMessage], outcomes: Outcomes, now: datetime
+    ) -> dict[Channel, list[OutboundMessage]]:
+        ready: dict[Channel, list[OutboundMessage]] = {}
+        public_url = self.runtime.settings.resolved_public_url
+        for message in claimed:
+            wait = self.rates.wait(message.campaign_id, message.rate_per_second)
+            if wait:
+                outcomes.postponed.append((message.id, now + timedelta(seconds=wait)))
+                continue
+            if not message.address:
+                outcomes.excluded.append((message.id, ExclusionReason.NO_ADDRESS.value))
+                continue
+            try:
+                content = parse_content(message.channel, message.content)
+                if content is None:
+                    raise InvalidInput.on("content", "the campaign version has no content")
+                rendered = render_content(
+                    self.runtime.templates,
+                    content,
+                    template_variables(
+                        profile=message.profile,
+                        context=message.context,
+                        campaign_id=message.campaign_id,
+                        campaign_name=message.campaign_name,
+                        # Signed per-recipient links come with the channels issue.
+                        unsubscribe_url=f"{public_url}/unsubscribe",
+                    ),
+                )
+            except RenderingError as exc:
+                error = f"{content_field(exc.template)}: {exc.problem.message}"
+                outcomes.failed.append((message.id, ExclusionReason.RENDERING_ERROR.value, error))
+                continue
+            except InvalidInput as exc:
+                outcomes.failed.append(
+                    (message.id, ExclusionReason.RENDERING_ERROR.value, exc.detail)
+                )
+                continue
+            ready.setdefault(message.channel, []).append(
+                OutboundMessage(
+                    message_id=message.id,
+                    to=message.address,
+                    content=rendered,
+                    settings=message.settings or {},
+                )
+            )
+        return ready
+
+    async def _send(
+        self,
+        channel: Channel,
+        batch: list[OutboundMessage],
+        attempts: Mapping[str, int],
+        outcomes: Outcomes,
+    ) -> None:
+        results = await self.adapters[channel].send(batch)
+        now = utcnow()
+        for result in results:
+            if isinstance(result, Accepted):
+                outcomes.sent.append((result.message_id, result.provider_message_id))
+                continue
+            delay = (
+                self.retries.delay(attempts[result.message_id], result.retry_after)
+                if result.retryable
+                else None
+            )
+            if delay is None:
+                detail = result.detail
+                if result.retryable:
+                    detail = f"gave up after {attempts[result.message_id]} attempts: {detail}"
+                outcomes.failed.append((result.message_id, result.reason, detail))
+            else:
+                outcomes.retry.append(
+                    (
+                        result.message_id,
+                        now + timedelta(seconds=delay),
+                        result.reason,
+                        result.detail,
+                    )
+                )

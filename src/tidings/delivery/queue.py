@@ -1,0 +1,219 @@
+"""The message table as a queue: claim due messages with a lease, record outcomes in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from tidings.campaigns.models import campaign_versions
+from tidings.channels import service as channels
+from tidings.channels.models import channel_configurations
+from tidings.db import Database
+from tidings.delivery.state import CLAIMABLE, MessageState
+from tidings.executions.models import messages
+from tidings.profiles.models import profiles
+from tidings.vocabulary import Channel
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """Everything a worker needs to render and send one message, read in the claim."""
+
+    id: str
+    workspace_id: str
+    campaign_id: str
+    campaign_name: str
+    version_id: str
+    channel: Channel
+    content: dict[str, Any] | None
+    rate_per_second: int | None
+    settings: dict[str, Any] | None
+    address: str | None
+    context: dict[str, Any]
+    profile: dict[str, Any]
+    attempts: int
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """What happened to a batch, grouped so each group is one UPDATE."""
+
+    sent: list[tuple[str, str | None]] = field(default_factory=list)  # (id, provider id)
+    retry: list[tuple[str, datetime, str, str]] = field(default_factory=list)  # due, reason, error
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # id, reason, error
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # id, reason
+    # Claimed but held back (rate limit): due again later, the attempt not counted.
+    postponed: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(
+            len(group)
+            for group in (self.sent, self.retry, self.failed, self.excluded, self.postponed)
+        )
+
+
+def recover_expired_leases(conn: sa.Connection, now: datetime) -> int:
+    """`sending` rows whose worker died go back to the queue (they may have been sent)."""
+    result = conn.execute(
+        messages.update()
+        .where(messages.c.state == MessageState.SENDING.value, messages.c.lease_until < now)
+        .values(state=MessageState.QUEUED.value, lease_until=None, updated_at=now)
+    )
+    return result.rowcount or 0
+
+
+def claim(db: Database, now: datetime, limit: int, lease: timedelta) -> list[ClaimedMessage]:
+    """Takes up to `limit` due messages for this worker until `now + lease`.
+
+    On PostgreSQL, SKIP LOCKED lets any number of workers claim side by side without waiting
+    for each other; SQLite has one writer, so its claims are serialized anyway.
+    """
+    with db.write() as conn:
+        recover_expired_leases(conn, now)
+        due = (
+            sa.select(messages.c.id)
+            .where(
+                messages.c.state.in_([state.value for state in CLAIMABLE]),
+                messages.c.due_at <= now,
+            )
+            .order_by(messages.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(conn.execute(due).scalars())
+        if not ids:
+            return []
+        conn.execute(
+            messages.update()
+            .where(messages.c.id.in_(ids))
+            .values(
+                state=MessageState.SENDING.value,
+                lease_until=now + lease,
+                attempts=messages.c.attempts + 1,
+                updated_at=now,
+            )
+        )
+        return _load_claimed(conn, ids)
+
+
+def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessage]:
+    rows = conn.execute(
+        sa.select(
+            messages.c.id,
+            messages.c.workspace_id,
+            messages.c.campaign_id,
+            messages.c.version_id,
+            messages.c.channel,
+            messages.c.address,
+            messages.c.context,
+            messages.c.profile_data,
+            messages.c.attempts,
+            campaign_versions.c.name,
+            campaign_versions.c.content,
+            campaign_versions.c.rate_per_second,
+            campaign_versions.c.channel_configuration_id,
+            profiles.c.attributes,
+        )
+        .join(campaign_versions, campaign_versions.c.id == messages.c.version_id)
+        .outerjoin(profiles, profiles.c.id == messages.c.profile_id)
+        .where(messages.c.id.in_(ids))
+        .order_by(messages.c.id)
+    ).all()
+    configuration_ids = {row.channel_configuration_id for row in rows}
+    configurations = {
+        row.id: channels.join_secrets(Channel(row.channel), row.settings, row.secrets)
+        for row in conn.execute(
+            sa.select(channel_configurations).where(
+                channel_configurations.c.id.in_(configuration_ids)
+            )
+        )
+    }
+    return [
+        ClaimedMessage(
+            id=row.id,
+            workspace_id=row.workspace_id,
+            campaign_id=row.campaign_id,
+            campaign_name=row.name,
+            version_id=row.version_id,
+            channel=Channel(row.channel),
+            content=row.content,
+            rate_per_second=row.rate_per_second,
+            settings=configurations.get(row.channel_configuration_id),
+            address=row.address,
+            context=row.context,
+            # The call's profile data wins over what is stored, for this message only.
+            profile={**(row.attributes or {}), **(row.profile_data or {})},
+            attempts=row.attempts,
+        )
+        for row in rows
+    ]
+
+
+def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
+    """Writes a batch's outcomes, one UPDATE per kind, touching only rows still claimed."""
+    claimed = messages.c.state == MessageState.SENDING.value
+    with db.write() as conn:
+        if outcomes.sent:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id == sa.bindparam("message_id"), claimed)
+                .values(
+                    state=MessageState.SENT.value,
+                    provider_message_id=sa.bindparam("provider_id"),
+                    lease_until=None,
+                    sent_at=now,
+                    updated_at=now,
+                ),
+                [{"message_id": i, "provider_id": p} for i, p in outcomes.sent],
+            )
+        if outcomes.retry:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id == sa.bindparam("message_id"), claimed)
+                .values(
+                    state=MessageState.QUEUED.value,
+                    due_at=sa.bindparam("due"),
+                    reason=sa.bindparam("why"),
+                    last_error=sa.bindparam("error"),
+                    lease_until=None,
+                    updated_at=now,
+                ),
+                [
+                    {"message_id": i, "due": d, "why": r, "error": e}
+                    for i, d, r, e in outcomes.retry
+                ],
+            )
+        for state, rows in (
+            (MessageState.FAILED, outcomes.failed),
+            (MessageState.EXCLUDED, [(i, r, None) for i, r in outcomes.excluded]),
+        ):
+            if rows:
+                conn.execute(
+                    messages.update()
+                    .where(messages.c.id == sa.bindparam("message_id"), claimed)
+                    .values(
+                        state=state.value,
+                        reason=sa.bindparam("why"),
+                        last_error=sa.bindparam("error"),
+                        lease_until=None,
+                        updated_at=now,
+                    ),
+                    [{"message_id": i, "why": r, "error": e} for i, r, e in rows],
+                )
+        if outcomes.postponed:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id == sa.bindparam("message_id"), claimed)
+                .values(
+                    state=MessageState.QUEUED.value,
+                    due_at=sa.bindparam("due"),
+                    attempts=messages.c.attempts - 1,
+                    lease_until=None,
+                    updated_at=now,
+                ),
+                [{"message_id": i, "due": d} for i, d in outcomes.postponed],
+            )

@@ -1,0 +1,229 @@
+"""The delivery engine over a real database: claim, render, send, retry, fail, recover."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import Tenant
+from tests.integration.test_executions import live_campaign, recipient
+from tidings.channels.adapters import Accepted, OutboundMessage, SendFailed, SendOutcome
+from tidings.delivery import queue
+from tidings.delivery.deliverer import Deliverer
+from tidings.executions.models import messages
+from tidings.runtime import Runtime
+from tidings.vocabulary import Channel
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingAdapter:
+    """A channel adapter double: records what it is given and answers as told per address."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundMessage] = []
+        self.failures: dict[str, list[SendFailed | None]] = {}
+        self.lock = threading.Lock()
+
+    def fail(self, address: str, *answers: SendFailed | None) -> None:
+        self.failures[address] = list(answers)
+
+    async def send(self, batch: Sequence[OutboundMessage]) -> list[SendOutcome]:
+        outcomes: list[SendOutcome] = []
+        for message in batch:
+            planned = self.failures.get(message.to)
+            answer = planned.pop(0) if planned else None
+            if answer is not None:
+                outcomes.append(
+                    SendFailed(
+                        message.message_id,
+                        answer.reason,
+                        answer.detail,
+                        retryable=answer.retryable,
+                        retry_after=answer.retry_after,
+                    )
+                )
+                continue
+            with self.lock:
+                self.sent.append(message)
+            outcomes.append(Accepted(message.message_id, f"p-{message.message_id}"))
+        return outcomes
+
+    async def close(self) -> None:
+        pass
+
+
+def transient(reason: str = "smtp_451") -> SendFailed:
+    return SendFailed("", reason, "451 try later", retryable=True)
+
+
+def permanent(reason: str = "smtp_550") -> SendFailed:
+    return SendFailed("", reason, "550 no such user", retryable=False)
+
+
+def deliverer_for(runtime: Runtime, adapter: RecordingAdapter, **settings: Any) -> Deliverer:
+    tuned = Runtime(
+        settings=runtime.settings.model_copy(
+            update={"retry_base_seconds": 0.01, "retry_max_seconds": 0.05, **settings}
+        ),
+        db=runtime.db,
+        templates=runtime.templates,
+        authenticator=runtime.authenticator,
+    )
+    return Deliverer(tuned, {channel: adapter for channel in Channel})
+
+
+def drain(deliverer: Deliverer, rounds: int = 50) -> None:
+    """Runs delivery until nothing is due, waiting out short retry delays."""
+    for _ in range(rounds):
+        if asyncio.run(deliverer.run_once()) == 0:
+            time.sleep(0.06)
+            if asyncio.run(deliverer.run_once()) == 0:
+                return
+
+
+def states(tenant: Tenant, execution_id: str) -> dict[str, dict[str, Any]]:
+    with tenant.runtime.db.read() as conn:
+        rows = conn.execute(
+            messages.select().where(messages.c.execution_id == execution_id)
+        ).mappings()
+        return {row["recipient_id"]: dict(row) for row in rows}
+
+
+def trigger(tenant: Tenant, campaign: dict[str, Any], *recipients: dict[str, Any], **extra: Any):
+    response = tenant.client.post(
+        "/v1/executions",
+        json={"campaign_id": campaign["id"], "recipients": list(recipients), **extra},
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["execution_id"]
+
+
+def test_messages_are_rendered_per_recipient_and_sent(tenant: Tenant):
+    adapter = RecordingAdapter()
+    campaign = live_campaign(tenant)
+    execution = trigger(
+        tenant,
+        campaign,
+        recipient("ada@example.com", profile={"firstName": "<Ada>"}),
+        recipient("bob@example.com", context={"order": {"id": "B-2"}}),
+        context={"order": {"id": "A-1"}},
+    )
+    drain(deliverer_for(tenant.runtime, adapter))
+    rows = states(tenant, execution)
+    assert {row["state"] for row in rows.values()} == {"sent"}
+    assert rows["ada@example.com"]["provider_message_id"] == f"p-{rows['ada@example.com']['id']}"
+    by_address = {m.to: m for m in adapter.sent if m.message_id in {r["id"] for r in rows.values()}}
+    assert by_address["ada@example.com"].content["subject"] == "Order A-1"
+    assert "Hi &lt;Ada&gt;, order A-1" in by_address["ada@example.com"].content["html"]
+    assert by_address["bob@example.com"].content["subject"] == "Order B-2"
+    assert by_address["ada@example.com"].settings["from_address"] == "news@example.com"
+    status = tenant.client.get(f"/v1/executions/{execution}").json()
+    assert status == {**status, "status": "completed", "counts": {"sent": 2}}
+
+
+def test_transient_failures_retry_and_permanent_ones_fail(tenant: Tenant):
+    adapter = RecordingAdapter()
+    adapter.fail("later@example.com", transient(), transient())
+    adapter.fail("never@example.com", permanent())
+    adapter.fail("flaky@example.com", *[transient()] * 10)
+    campaign = live_campaign(tenant)
+    execution = trigger(
+        tenant,
+        campaign,
+        recipient("later@example.com"),
+        recipient("never@example.com"),
+        recipient("flaky@example.com"),
+    )
+    drain(deliverer_for(tenant.runtime, adapter, max_attempts=3))
+    rows = states(tenant, execution)
+    assert (rows["later@example.com"]["state"], rows["later@example.com"]["attempts"]) == (
+        "sent",
+        3,
+    )
+    assert rows["never@example.com"]["state"] == "failed"
+    assert rows["never@example.com"]["reason"] == "smtp_550"
+    assert "550 no such user" in rows["never@example.com"]["last_error"]
+    assert rows["flaky@example.com"]["state"] == "failed"
+    assert rows["flaky@example.com"]["last_error"].startswith("gave up after 3 attempts")
+
+
+def test_rendering_errors_and_missing_addresses_are_recorded_as_data(tenant: Tenant):
+    adapter = RecordingAdapter()
+    campaign = live_campaign(
+        tenant,
+        content={"subject": "{{ context.total / context.count }}", "html": "<p>x</p>"},
+        audience={"identity_namespace": "crmId", "create_new_profiles": True},
+    )
+    execution = trigger(
+        tenant,
+        campaign,
+        {"identity": {"namespace": "crmId", "id": "no-address"}},
+        {
+            "identity": {"namespace": "crmId", "id": "divides-by-zero"},
+            "channel_data": {"email": "zero@example.com"},
+            "context": {"total": 1, "count": 0},
+        },
+    )
+    drain(deliverer_for(tenant.runtime, adapter))
+    rows = states(tenant, execution)
+    assert (rows["no-address"]["state"], rows["no-address"]["reason"]) == ("excluded", "no_address")
+    assert rows["divides-by-zero"]["state"] == "failed"
+    assert rows["divides-by-zero"]["reason"] == "rendering_error"
+    assert rows["divides-by-zero"]["last_error"].startswith("content.subject")
+
+
+def test_an_expired_lease_is_recovered_and_sent(tenant: Tenant):
+    adapter = RecordingAdapter()
+    campaign = live_campaign(tenant)
+    execution = trigger(tenant, campaign, recipient("crash@example.com"))
+    db = tenant.runtime.db
+    message_id = states(tenant, execution)["crash@example.com"]["id"]
+    # A worker claims the message and dies before recording anything.
+    claimed = queue.claim(db, datetime.now(UTC), 1000, timedelta(milliseconds=1))
+    assert message_id in {message.id for message in claimed}
+    assert states(tenant, execution)["crash@example.com"]["state"] == "sending"
+    time.sleep(0.01)
+    drain(deliverer_for(tenant.runtime, adapter))
+    row = states(tenant, execution)["crash@example.com"]
+    assert row["state"] == "sent"
+    assert row["attempts"] == 2
+
+
+def test_rate_per_second_spreads_the_sends(tenant: Tenant):
+    adapter = RecordingAdapter()
+    campaign = live_campaign(tenant, schedule={"rate_per_second": 2})
+    execution = trigger(tenant, campaign, *[recipient(f"r{i}@example.com") for i in range(6)])
+    deliverer = deliverer_for(tenant.runtime, adapter)
+    asyncio.run(deliverer.run_once())
+    first_round = Counter(row["state"] for row in states(tenant, execution).values())
+    assert first_round == {"sent": 2, "queued": 4}
+    queued = [row for row in states(tenant, execution).values() if row["state"] == "queued"]
+    assert all(row["attempts"] == 0 for row in queued)
+    assert all(row["due_at"] > datetime.now(UTC) for row in queued)
+
+
+def test_concurrent_workers_send_each_message_once(tenant: Tenant):
+    adapter = RecordingAdapter()
+    campaign = live_campaign(tenant)
+    executions = [
+        trigger(tenant, campaign, *[recipient(f"w{batch}-{i}@example.com") for i in range(20)])
+        for batch in range(5)
+    ]
+    workers = [deliverer_for(tenant.runtime, adapter, delivery_batch_size=7) for _ in range(4)]
+    threads = [threading.Thread(target=drain, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ours = {row["id"] for execution in executions for row in states(tenant, execution).values()}
+    sent_ids = Counter(m.message_id for m in adapter.sent if m.message_id in ours)
+    assert len(sent_ids) == 100
+    assert max(sent_ids.values()) == 1
