@@ -1,22 +1,27 @@
-"""The `tidings` command: serve, api, worker, migrate, keys, workspaces."""
+"""The `tidings` command: serve, api, worker, migrate, trigger, keys, workspaces."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from tidings.app import create_app
 from tidings.bootstrap import StartupReport, prepare
+from tidings.clock import utcnow
 from tidings.config import Settings
 from tidings.db import migrate as migrations
 from tidings.delivery.worker import Worker
 from tidings.errors import TidingsError
+from tidings.executions import service as executions
+from tidings.executions.schemas import ExecutionCreate, Recipient, RecipientIdentity
 from tidings.runtime import Runtime
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import Scope
@@ -160,6 +165,39 @@ def keys_revoke(
     console.print(f"key {key_id} revoked")
 
 
+@app.command()
+def trigger(
+    campaign_id: Annotated[str, typer.Argument(help="The live campaign to trigger")],
+    to: Annotated[list[str], typer.Option(help="Recipient identity; repeat for several")],
+    context: Annotated[str, typer.Option(help="Context as a JSON object")] = "{}",
+    namespace: Annotated[str, typer.Option(help="Identity namespace of --to")] = "email",
+    workspace: Annotated[str, typer.Option(help="Workspace name")] = workspaces.DEFAULT_WORKSPACE,
+) -> None:
+    """Triggers a campaign for a quick test; a running server's workers deliver it."""
+    runtime = _runtime()
+    try:
+        shared = json.loads(context)
+    except json.JSONDecodeError as exc:
+        console.print(f"[red]--context is not JSON: {exc}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        body = ExecutionCreate(
+            campaign_id=campaign_id,
+            recipients=[
+                Recipient(identity=RecipientIdentity(namespace=namespace, id=value)) for value in to
+            ],
+            context=shared,
+        )
+    except ValidationError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    triggered = executions.trigger(runtime.db, _workspace_id(runtime, workspace), body, utcnow())
+    console.print(
+        f"execution {triggered.response['execution_id']}: "
+        f"{triggered.response['accepted']} message(s) accepted"
+    )
+
+
 @workspaces_app.command("create")
 def workspaces_create(name: str) -> None:
     """Creates a workspace; then `tidings keys create --workspace NAME`."""
@@ -182,4 +220,6 @@ def main() -> None:
         app()
     except TidingsError as exc:
         console.print(f"[red]{exc.title}: {exc.detail}[/red]")
+        for error in exc.errors:
+            console.print(f"  {error.field}: {error.message}")
         raise SystemExit(1) from None

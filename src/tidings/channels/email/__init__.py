@@ -1,0 +1,1 @@
+"""The email channel: MIME assembly and delivery over SMTP."""

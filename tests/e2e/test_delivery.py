@@ -1,0 +1,203 @@
+"""Step 7 end to end: a real `tidings serve`, a real SMTP server, triggers through the API."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.e2e.test_serve import KEY, Server, start_server, stop_server
+from tests.support.postgres import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it is given, parsed."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        with self.lock:
+            self.messages.append(parsed)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.messages)} of {count} messages arrived")
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    handler = Mailbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailing_server(tmp_path: Path, mailbox: tuple[Mailbox, int]) -> Iterator[Server]:
+    _, port = mailbox
+    server = start_server(
+        tmp_path,
+        TIDINGS_BOOTSTRAP_API_KEY=KEY,
+        TIDINGS_SMTP_URL=f"smtp://127.0.0.1:{port}",
+    )
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
+
+
+def live_email_campaign(client: httpx.Client, category: str = "transactional") -> dict[str, Any]:
+    configuration = client.post(
+        "/v1/channel-configurations",
+        json={
+            "name": f"Shop {category}",
+            "channel": "email",
+            "category": category,
+            "email": {"from_address": "shop@example.com", "from_name": "Café Shop"},
+        },
+    ).json()
+    campaign = client.post(
+        "/v1/campaigns",
+        json={
+            "name": "Order confirmation",
+            "category": category,
+            "channel": "email",
+            "channel_configuration_id": configuration["id"],
+            "content": {
+                "subject": "Merci {{ profile.firstName }}: commande {{ context.order.id }}",
+                "html": "<h1>Bonjour {{ profile.firstName }}</h1>"
+                "<p>{{ context.note }}</p>"
+                "{% for item in context.order.items %}<li>{{ item }}</li>{% endfor %}",
+            },
+            "audience": {"identity_namespace": "email", "create_new_profiles": True},
+        },
+    ).json()
+    activated = client.post(f"/v1/campaigns/{campaign['id']}/activate")
+    assert activated.status_code == 200, activated.text
+    return activated.json()
+
+
+def test_triggered_emails_arrive_personalized_and_escaped(
+    mailing_server: Server, mailbox: tuple[Mailbox, int]
+):
+    inbox, _ = mailbox
+    with mailing_server.client() as client:
+        client.put(
+            "/v1/profiles/email/ada@example.com",
+            json={"attributes": {"firstName": "Ada <script>"}},
+        )
+        campaign = live_email_campaign(client)
+        response = client.post(
+            "/v1/executions",
+            json={
+                "campaign_id": campaign["id"],
+                "request_id": "order-1001",
+                "context": {"order": {"id": "1001", "items": ["thé", "café"]}},
+                "recipients": [
+                    {
+                        "identity": {"namespace": "email", "id": "ada@example.com"},
+                        "context": {"note": "<b>fragile</b>"},
+                    },
+                    {
+                        "identity": {"namespace": "email", "id": "zoe@example.com"},
+                        "profile": {"firstName": "Zoë"},
+                    },
+                ],
+            },
+        )
+        assert response.status_code == 202, response.text
+        execution_id = response.json()["execution_id"]
+        received = inbox.wait_for(2)
+        by_rcpt = {str(message["To"]): message for message in received}
+        ada = by_rcpt["ada@example.com"]
+        assert ada["Subject"] == "Merci Ada <script>: commande 1001"
+        assert "Café Shop" in str(ada["From"])
+        html = ada.get_body(("html",)).get_content()
+        assert "<h1>Bonjour Ada &lt;script&gt;</h1>" in html
+        # minijinja's HTML escaping also encodes "/" (as &#x2f;).
+        assert "<p>&lt;b&gt;fragile&lt;&#x2f;b&gt;</p>" in html
+        assert "<b>" not in html
+        assert "<li>thé</li><li>café</li>" in html
+        text = ada.get_body(("plain",)).get_content()
+        assert "Bonjour Ada <script>" in text
+        zoe = next(m for rcpt, m in by_rcpt.items() if rcpt.startswith("zo"))
+        assert zoe["Subject"].startswith("Merci Zoë")
+
+        # The API reports what happened, and a replay sends nothing more.
+        deadline = time.monotonic() + 10
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = client.get(f"/v1/executions/{execution_id}").json()
+            if status["status"] == "completed":
+                break
+            time.sleep(0.1)
+        assert status["counts"] == {"sent": 2}
+        replay = client.post(
+            "/v1/executions",
+            json={
+                "campaign_id": campaign["id"],
+                "request_id": "order-1001",
+                "context": {"order": {"id": "1001", "items": ["thé", "café"]}},
+                "recipients": [
+                    {
+                        "identity": {"namespace": "email", "id": "ada@example.com"},
+                        "context": {"note": "<b>fragile</b>"},
+                    },
+                    {
+                        "identity": {"namespace": "email", "id": "zoe@example.com"},
+                        "profile": {"firstName": "Zoë"},
+                    },
+                ],
+            },
+        )
+        assert replay.json()["execution_id"] == execution_id
+    time.sleep(1)
+    assert len(inbox.messages) == 2
+
+
+def test_cli_trigger_is_delivered_by_the_running_server(
+    mailing_server: Server, mailbox: tuple[Mailbox, int]
+):
+    inbox, _ = mailbox
+    with mailing_server.client() as client:
+        campaign = live_email_campaign(client)
+    result = mailing_server.cli(
+        "trigger",
+        campaign["id"],
+        "--to",
+        "cli@example.com",
+        "--context",
+        '{"order": {"id": "C-7", "items": []}}',
+    )
+    assert "1 message(s) accepted" in result.stdout
+    message = inbox.wait_for(1)[0]
+    assert message["Subject"] == "Merci : commande C-7"
+    assert inbox.envelopes[0][1] == ["cli@example.com"]
