@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from tidings import __version__
+from tidings.ajo.api import router as ajo_router
 from tidings.campaigns.api import router as campaigns_router
 from tidings.channels.api import router as channels_router
 from tidings.console.pages import router as console_router
@@ -46,6 +47,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         channels_router,
         campaigns_router,
         executions_router,
+        ajo_router,
         profiles_router,
         console_router,
     ):

@@ -201,3 +201,31 @@ def test_cli_trigger_is_delivered_by_the_running_server(
     message = inbox.wait_for(1)[0]
     assert message["Subject"] == "Merci : commande C-7"
     assert inbox.envelopes[0][1] == ["cli@example.com"]
+
+
+def test_ajo_unitary_trigger_arrives(mailing_server: Server, mailbox: tuple[Mailbox, int]):
+    inbox, _ = mailbox
+    with mailing_server.client() as client:
+        campaign = live_email_campaign(client)
+        response = client.post(
+            "/ajo/im/executions/unitary",
+            headers={"x-sandbox-name": "default", "x-api-key": "client", "x-gw-ims-org-id": "O"},
+            json={
+                "requestId": "ajo-e2e-1",
+                "campaignId": campaign["id"],
+                "recipients": [
+                    {
+                        "type": "external",
+                        "userId": "jane@example.com",
+                        "namespace": "email",
+                        "profile": {"firstName": "Jane"},
+                        "context": {"order": {"id": "AJO-9", "items": ["tea"]}, "note": "hi"},
+                    }
+                ],
+            },
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["requestId"] == "ajo-e2e-1"
+    message = inbox.wait_for(1)[0]
+    assert message["Subject"] == "Merci Jane: commande AJO-9"
+    assert inbox.envelopes[0][1] == ["jane@example.com"]

@@ -29,6 +29,11 @@ class ChannelData(_Strict):
 
 class Recipient(_Strict):
     identity: RecipientIdentity
+    external: bool = Field(
+        default=False,
+        description="Personalize from this call's data alone: no stored profile is read or "
+        "created (AJO's `external` recipients)",
+    )
     channel_data: ChannelData | None = None
     profile: dict[str, Any] | None = Field(
         default=None, description="Attributes for this message, over the stored profile's"

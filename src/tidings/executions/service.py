@@ -280,8 +280,9 @@ def _accept(
     audience = version["audience"]
     namespace = audience["identity_namespace"]
     resolved = _resolve_recipients(body, channel, namespace)
-    profile_ids = _profile_ids(conn, workspace_id, namespace, [r.value for r in resolved])
-    unknown = [r for r in resolved if r.value not in profile_ids]
+    stored = [r for r in resolved if not r.recipient.external]
+    profile_ids = _profile_ids(conn, workspace_id, namespace, [r.value for r in stored])
+    unknown = [r for r in stored if r.value not in profile_ids]
     if unknown and not audience.get("create_new_profiles"):
         errors = ErrorCollector()
         for index, sent in enumerate(body.recipients or []):
@@ -293,7 +294,9 @@ def _accept(
         errors.raise_if_any("some recipients are unknown")
     for recipient in unknown:
         profile_ids[recipient.value] = _create_profile(conn, workspace_id, recipient, now)
-    missing_address = [profile_ids[r.value] for r in resolved if r.address is None]
+    missing_address = [
+        profile_ids[r.value] for r in resolved if r.address is None and r.value in profile_ids
+    ]
     stored_addresses = _addresses(conn, channel, missing_address)
 
     execution_id = new_id()
@@ -314,7 +317,7 @@ def _accept(
     due_at = max(body.execute_at or now, now)
     rows = []
     for recipient in resolved:
-        profile_id = profile_ids[recipient.value]
+        profile_id = None if recipient.recipient.external else profile_ids[recipient.value]
         rows.append(
             {
                 "id": new_id(),
@@ -327,7 +330,7 @@ def _accept(
                 "recipient_namespace": recipient.namespace,
                 "recipient_id": recipient.value,
                 "profile_id": profile_id,
-                "address": recipient.address or stored_addresses.get(profile_id),
+                "address": recipient.address or stored_addresses.get(profile_id or ""),
                 "context": {**body.context, **(recipient.recipient.context or {})},
                 "profile_data": recipient.recipient.profile,
                 "due_at": due_at,

@@ -1,0 +1,1 @@
+"""Adobe Journey Optimizer's Interactive Message Execution API, wire-compatible, over Tidings."""

@@ -1,0 +1,156 @@
+"""Routes of the AJO-compatible execution API under /ajo/im.
+
+The same service as /v1/executions behind AJO's wire format: an integration written for AJO
+works by changing its base URL and key. `Authorization: Bearer <Tidings API key>`;
+`x-sandbox-name` names the key's workspace; `x-api-key` and `x-gw-ims-org-id` are accepted and
+not checked. Errors use AJO's errorResponse shape, with AJO's 400 for invalid requests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from tidings.ajo.schemas import (
+    AjoError,
+    AjoErrorReport,
+    AjoExecutionResponse,
+    AjoUnitaryRequest,
+)
+from tidings.clock import utcnow
+from tidings.content.schemas import field_path
+from tidings.errors import (
+    AuthenticationFailed,
+    FieldError,
+    InvalidInput,
+    PermissionDenied,
+    TidingsError,
+)
+from tidings.executions import service as executions
+from tidings.web import get_runtime
+from tidings.workspaces.schemas import Scope
+from tidings.workspaces.service import Principal
+
+router = APIRouter(prefix="/ajo/im", tags=["AJO-compatible execution API"])
+ERROR_TYPE = "urn:tidings:ajo:error:{status}"
+
+
+def _error(status: int, title: str, context: dict[str, str]) -> JSONResponse:
+    body = AjoError(
+        type=ERROR_TYPE.format(status=status),
+        title=title,
+        status=status,
+        report=AjoErrorReport(additional_context=context),
+    )
+    return JSONResponse(body.model_dump(by_alias=True), status_code=status)
+
+
+def _principal(request: Request) -> Principal:
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthenticationFailed("send a Tidings API key as 'Authorization: Bearer <key>'")
+    principal = get_runtime(request).authenticator.authenticate(secret.strip())
+    sandbox = request.headers.get("x-sandbox-name")
+    if not sandbox:
+        raise InvalidInput.on("x-sandbox-name", "is required: the name of the workspace")
+    if sandbox != principal.workspace_name:
+        raise PermissionDenied("x-sandbox-name is not the workspace of this API key")
+    return principal
+
+
+def _status_of(exc: TidingsError) -> int:
+    # AJO answers invalid requests with 400 where Tidings' native API says 422.
+    return 400 if isinstance(exc, InvalidInput) else exc.status
+
+
+async def _handle(
+    request: Request,
+    parse: Callable[[Any], AjoUnitaryRequest],
+) -> JSONResponse:
+    context: dict[str, str] = {}
+    body = await request.body()
+    try:
+        # Authentication and the trigger touch the database: off the event loop.
+        principal, triggered, now = await run_in_threadpool(_trigger, request, body, parse, context)
+    except TidingsError as exc:
+        for error in exc.errors:
+            context[error.field] = error.message
+        context.setdefault("detail", exc.detail)
+        return _error(_status_of(exc), exc.title, context)
+    actor = f"api-key:{principal.key_id}"
+    response = AjoExecutionResponse(
+        execution_id=triggered.response["execution_id"],
+        request_id=triggered.response["request_id"],
+        created_at=now,
+        created_by=actor,
+        modified_at=now,
+        modified_by=actor,
+    )
+    return JSONResponse(response.model_dump(mode="json", by_alias=True), status_code=202)
+
+
+def _trigger(
+    request: Request,
+    body: bytes,
+    parse: Callable[[Any], AjoUnitaryRequest],
+    context: dict[str, str],
+) -> tuple[Principal, executions.Triggered, datetime]:
+    principal = _principal(request)
+    principal.require(Scope.EXECUTIONS_TRIGGER)
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput.on("body", "is not valid JSON") from None
+    if isinstance(raw, dict):
+        # Echoed in errors, as AJO's additionalContext does.
+        context.update(
+            {name: str(raw[name])[:200] for name in ("requestId", "campaignId") if name in raw}
+        )
+    try:
+        wire = parse(raw)
+    except ValidationError as exc:
+        errors = [FieldError(field_path(e["loc"]) or "body", e["msg"]) for e in exc.errors()]
+        raise InvalidInput("the request is invalid", errors=errors) from None
+    now = utcnow()
+    triggered = executions.trigger(
+        get_runtime(request).db, principal.workspace_id, wire.to_execution(), now
+    )
+    return principal, triggered, now
+
+
+@router.post("/executions/unitary", status_code=202, response_model=AjoExecutionResponse)
+async def unitary(request: Request) -> JSONResponse:
+    """AJO's postIMUnitaryMessageExecution: `aep` and `external` recipients, 1 to 20."""
+    return await _handle(request, AjoUnitaryRequest.model_validate)
+
+
+def _external_only(raw: Any) -> AjoUnitaryRequest:
+    wire = AjoUnitaryRequest.model_validate(raw)
+    errors = [
+        FieldError(f"recipients.{index}.type", "the high-throughput API takes external only")
+        for index, recipient in enumerate(wire.recipients)
+        if recipient.type != "external"
+    ]
+    if errors:
+        raise InvalidInput("only external recipients", errors=errors)
+    return wire
+
+
+@router.post("/executions/highthroughput", status_code=202, response_model=AjoExecutionResponse)
+async def high_throughput(request: Request) -> JSONResponse:
+    """AJO's postIMUnitaryHAMessageExecution: `external` recipients only, personalized from
+    the call's data (no stored profile is read)."""
+    return await _handle(request, _external_only)
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """AJO's health of the unitary API service."""
+    return {"status": "UP"}
