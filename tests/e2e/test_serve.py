@@ -45,7 +45,7 @@ class Server:
         )
 
 
-def start_server(data_dir: Path, **extra_env: str) -> Server:
+def start_server(data_dir: Path, command: str = "serve", **extra_env: str) -> Server:
     port = free_port()
     env = {
         **os.environ,
@@ -55,12 +55,13 @@ def start_server(data_dir: Path, **extra_env: str) -> Server:
         "TIDINGS_LOG_LEVEL": "info",
         **extra_env,
     }
-    env.pop("TIDINGS_DATABASE_URL", None)
+    if "TIDINGS_DATABASE_URL" not in extra_env:
+        env.pop("TIDINGS_DATABASE_URL", None)
     # A file, not a pipe: a full pipe buffer would block the server.
     log_path = data_dir / f"serve-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tidings", "serve"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "tidings", command], env=env, stdout=log, stderr=log
         )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
