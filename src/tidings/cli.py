@@ -35,8 +35,18 @@ app.add_typer(workspaces_app, name="workspaces")
 console = Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "TIDINGS_" + "_".join(str(part) for part in error["loc"]).upper()
+            console.print(f"[red]{name}: {error['msg']}[/red]")
+        raise typer.Exit(2) from None
+
+
 def _runtime() -> Runtime:
-    settings = Settings()
+    settings = _settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -48,6 +48,19 @@ class Settings(BaseSettings):
             raise ValueError("TIDINGS_BOOTSTRAP_API_KEY must be at least 16 characters")
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url_valid(cls, value: str | None) -> str | None:
+        # The same rule as a configuration's smtp_url: a bad one fails at start, clearly.
+        from tidings.channels.schemas import check_smtp_url
+
+        if value:
+            try:
+                check_smtp_url(value)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        return value or None
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -41,7 +41,7 @@ RESERVED_HEADERS = frozenset(
 )
 
 
-def _check_smtp_url(value: str) -> str:
+def check_smtp_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("smtp", "smtps"):
         raise ValueError("must start with smtp:// or smtps://")
@@ -80,7 +80,7 @@ def _check_single_line(value: str) -> str:
     return value
 
 
-SmtpUrl = Annotated[str, Field(max_length=2000), AfterValidator(_check_smtp_url)]
+SmtpUrl = Annotated[str, Field(max_length=2000), AfterValidator(check_smtp_url)]
 E164 = Annotated[str, AfterValidator(_check_e164)]
 
 

@@ -257,6 +257,9 @@ class _Connection:
         self._options = options
         self._local_hostname = local_hostname
         self._client: aiosmtplib.SMTP | None = None
+        # aiosmtplib closes a session itself on some errors and on QUIT, gracefully, which for
+        # TLS is the slow way (see _hang_up): the transport is kept to be aborted in any case.
+        self._transport: asyncio.BaseTransport | None = None
         self._last_used = 0.0
 
     async def deliver(
@@ -344,12 +347,12 @@ class _Connection:
                 except aiosmtplib.SMTPHeloError:
                     await client.helo()
         except aiosmtplib.SMTPResponseException as exc:
-            client.close()
+            _hang_up(client, client.transport)
             raise _RelayDown(
                 f"smtp_{exc.code}", f"opening a session: {exc.code} {exc.message}"
             ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            client.close()
+            _hang_up(client, client.transport)
             tls = isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError)
             if tls:
                 raise _RelayDown("tls_error", f"TLS with {relay.hostname} failed: {exc}") from exc
@@ -360,7 +363,7 @@ class _Connection:
                 ) from exc
             # STARTTLS or AUTH required by the URL but not offered, and the like.
             raise _RelayDown("smtp_error", f"opening a session: {exc}") from exc
-        self._client = client
+        self._client, self._transport = client, client.transport
         return True, client
 
     async def _reset(self, client: aiosmtplib.SMTP) -> None:
@@ -374,7 +377,7 @@ class _Connection:
         """Drops the session without a goodbye; the next message opens a new one."""
         client, self._client = self._client, None
         if client is not None:
-            client.close()
+            _hang_up(client, self._transport)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -386,7 +389,19 @@ class _Connection:
         except (aiosmtplib.SMTPException, OSError):
             pass
         finally:
-            client.close()
+            _hang_up(client, self._transport)
+
+
+def _hang_up(client: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None) -> None:
+    """Closes the session's socket at once.
+
+    A TLS transport's close() exchanges close_notify with the peer over several turns of the
+    event loop (up to 30 s); a loop that ends meanwhile leaks the socket. After QUIT, or for a
+    session being thrown away, there is nothing left to say.
+    """
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    client.close()
 
 
 def _serialize(message: OutboundMessage) -> tuple[bytes, bytes, list[bytes]]:
