@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 
 from tidings.profiles import service
 from tidings.profiles.schemas import ProfileOut, ProfileUpsert
+from tidings.runtime import Runtime
 from tidings.vocabulary import NAMESPACE_PATTERN
 from tidings.web import PROBLEM_RESPONSES, RuntimeDep, require
 from tidings.workspaces.schemas import Scope
@@ -20,11 +21,29 @@ Namespace = Annotated[str, Path(pattern=NAMESPACE_PATTERN)]
 IdentityValue = Annotated[str, Path(min_length=1, max_length=320)]
 
 
-@router.put(
-    "/{namespace}/{identity}",
-    response_model=ProfileOut,
-    responses={201: {"model": ProfileOut, "description": "Created"}},
-)
+UPSERT_RESPONSES: dict[int | str, dict[str, object]] = {
+    201: {"model": ProfileOut, "description": "Created"}
+}
+
+
+def _upsert(
+    runtime: Runtime,
+    principal: Principal,
+    key: tuple[str, str],
+    body: ProfileUpsert,
+    response: Response,
+    *,
+    merge: bool,
+) -> ProfileOut:
+    namespace, identity = key
+    result = service.upsert(
+        runtime.db, principal.workspace_id, namespace, identity, body, merge=merge
+    )
+    response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+    return ProfileOut.model_validate(result.profile)
+
+
+@router.put("/{namespace}/{identity}", response_model=ProfileOut, responses=UPSERT_RESPONSES)
 def put_profile(
     namespace: Namespace,
     identity: IdentityValue,
@@ -33,16 +52,12 @@ def put_profile(
     runtime: RuntimeDep,
     principal: Writer,
 ) -> ProfileOut:
-    result = service.upsert(runtime.db, principal.workspace_id, namespace, identity, body)
-    response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-    return ProfileOut.model_validate(result.profile)
+    """Creates or replaces: attributes, time zone and locale as sent; identities and consent
+    merge."""
+    return _upsert(runtime, principal, (namespace, identity), body, response, merge=False)
 
 
-@router.patch(
-    "/{namespace}/{identity}",
-    response_model=ProfileOut,
-    responses={201: {"model": ProfileOut, "description": "Created"}},
-)
+@router.patch("/{namespace}/{identity}", response_model=ProfileOut, responses=UPSERT_RESPONSES)
 def patch_profile(
     namespace: Namespace,
     identity: IdentityValue,
@@ -52,11 +67,7 @@ def patch_profile(
     principal: Writer,
 ) -> ProfileOut:
     """Like PUT, but attributes merge key by key (null removes one) and absent fields stay."""
-    result = service.upsert(
-        runtime.db, principal.workspace_id, namespace, identity, body, merge=True
-    )
-    response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-    return ProfileOut.model_validate(result.profile)
+    return _upsert(runtime, principal, (namespace, identity), body, response, merge=True)
 
 
 @router.get("/{namespace}/{identity}", response_model=ProfileOut)
