@@ -7,12 +7,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import api, rendering
+from bench import api, delivery, rendering, triggers
 from bench.harness import Plan, Result, table, write_results
 
 BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
     rendering.NAME: rendering.run,
     api.NAME: api.run,
+    triggers.NAME: triggers.run,
+    delivery.NAME: delivery.run,
 }
 
 
