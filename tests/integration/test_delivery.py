@@ -227,3 +227,20 @@ def test_concurrent_workers_send_each_message_once(tenant: Tenant):
     sent_ids = Counter(m.message_id for m in adapter.sent if m.message_id in ours)
     assert len(sent_ids) == 100
     assert max(sent_ids.values()) == 1
+
+
+def test_marketing_respects_an_opt_out_and_transactional_does_not(tenant: Tenant):
+    adapter = RecordingAdapter()
+    tenant.client.put("/v1/profiles/email/optout@example.com", json={"consent": {"email": "out"}})
+    marketing = live_campaign(
+        tenant,
+        category="marketing",
+        content={"subject": "Sale", "html": "<a href='{{ unsubscribe_url }}'>stop</a>"},
+    )
+    transactional = live_campaign(tenant)
+    sent_marketing = trigger(tenant, marketing, recipient("optout@example.com"))
+    sent_receipt = trigger(tenant, transactional, recipient("optout@example.com"))
+    drain(deliverer_for(tenant.runtime, adapter))
+    row = states(tenant, sent_marketing)["optout@example.com"]
+    assert (row["state"], row["reason"]) == ("excluded", "no_consent")
+    assert states(tenant, sent_receipt)["optout@example.com"]["state"] == "sent"

@@ -18,10 +18,11 @@ pytestmark = pytest.mark.integration
 
 def live_campaign(tenant: Tenant, **overrides: Any) -> dict[str, Any]:
     client = tenant.client
-    configuration = create_configuration(client, category="transactional")
+    category = overrides.get("category", "transactional")
+    configuration = create_configuration(client, category=category)
     body: dict[str, Any] = {
         "name": "Order confirmation",
-        "category": "transactional",
+        "category": category,
         "channel": "email",
         "channel_configuration_id": configuration["id"],
         "content": {

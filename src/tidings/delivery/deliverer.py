@@ -19,7 +19,7 @@ from tidings.delivery.queue import ClaimedMessage, Outcomes
 from tidings.delivery.state import ExclusionReason
 from tidings.errors import InvalidInput
 from tidings.runtime import Runtime
-from tidings.vocabulary import Channel
+from tidings.vocabulary import Category, Channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +114,11 @@ class Deliverer:
                 continue
             if not message.address:
                 outcomes.excluded.append((message.id, ExclusionReason.NO_ADDRESS.value))
+                continue
+            # An explicit opt-out always stops marketing. The full rules (the workspace's
+            # policy for unset consent, suppression, caps, quiet hours) come with issue 4.
+            if message.category is Category.MARKETING and message.consent == "out":
+                outcomes.excluded.append((message.id, ExclusionReason.NO_CONSENT.value))
                 continue
             try:
                 content = parse_content(message.channel, message.content)

@@ -9,14 +9,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tidings.campaigns.models import campaign_versions
+from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels import service as channels
 from tidings.channels.models import channel_configurations
 from tidings.db import Database
 from tidings.delivery.state import CLAIMABLE, MessageState
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
-from tidings.vocabulary import Channel
+from tidings.vocabulary import Category, Channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,9 @@ class ClaimedMessage:
     version_id: str
     channel: Channel
     content: dict[str, Any] | None
+    category: Category
+    # The recipient's marketing consent on this channel: in, out or unset.
+    consent: str
     rate_per_second: int | None
     settings: dict[str, Any] | None
     address: str | None
@@ -117,8 +120,11 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
             campaign_versions.c.rate_per_second,
             campaign_versions.c.channel_configuration_id,
             profiles.c.attributes,
+            profiles.c.consent,
+            campaigns.c.category,
         )
         .join(campaign_versions, campaign_versions.c.id == messages.c.version_id)
+        .join(campaigns, campaigns.c.id == messages.c.campaign_id)
         .outerjoin(profiles, profiles.c.id == messages.c.profile_id)
         .where(messages.c.id.in_(ids))
         .order_by(messages.c.id)
@@ -141,6 +147,8 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
             version_id=row.version_id,
             channel=Channel(row.channel),
             content=row.content,
+            category=Category(row.category),
+            consent=(row.consent or {}).get(row.channel, {}).get("status", "unset"),
             rate_per_second=row.rate_per_second,
             settings=configurations.get(row.channel_configuration_id),
             address=row.address,
