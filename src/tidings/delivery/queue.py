@@ -163,65 +163,48 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
 
 def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
     """Writes a batch's outcomes, one UPDATE per kind, touching only rows still claimed."""
-    claimed = messages.c.state == MessageState.SENDING.value
+    param = sa.bindparam
+    updates: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+        (
+            {"state": MessageState.SENT.value, "provider_message_id": param("p"), "sent_at": now},
+            [{"message_id": i, "p": p} for i, p in outcomes.sent],
+        ),
+        (
+            {
+                "state": MessageState.QUEUED.value,
+                "due_at": param("due"),
+                "reason": param("why"),
+                "last_error": param("error"),
+            },
+            [{"message_id": i, "due": d, "why": r, "error": e} for i, d, r, e in outcomes.retry],
+        ),
+        (
+            {"state": MessageState.FAILED.value, "reason": param("why"), "last_error": param("e")},
+            [{"message_id": i, "why": r, "e": e} for i, r, e in outcomes.failed],
+        ),
+        (
+            {"state": MessageState.EXCLUDED.value, "reason": param("why"), "last_error": None},
+            [{"message_id": i, "why": r} for i, r in outcomes.excluded],
+        ),
+        (
+            # Held back by the rate limit: the attempt the claim counted is given back.
+            {
+                "state": MessageState.QUEUED.value,
+                "due_at": param("due"),
+                "attempts": messages.c.attempts - 1,
+            },
+            [{"message_id": i, "due": d} for i, d in outcomes.postponed],
+        ),
+    ]
     with db.write() as conn:
-        if outcomes.sent:
-            conn.execute(
-                messages.update()
-                .where(messages.c.id == sa.bindparam("message_id"), claimed)
-                .values(
-                    state=MessageState.SENT.value,
-                    provider_message_id=sa.bindparam("provider_id"),
-                    lease_until=None,
-                    sent_at=now,
-                    updated_at=now,
-                ),
-                [{"message_id": i, "provider_id": p} for i, p in outcomes.sent],
-            )
-        if outcomes.retry:
-            conn.execute(
-                messages.update()
-                .where(messages.c.id == sa.bindparam("message_id"), claimed)
-                .values(
-                    state=MessageState.QUEUED.value,
-                    due_at=sa.bindparam("due"),
-                    reason=sa.bindparam("why"),
-                    last_error=sa.bindparam("error"),
-                    lease_until=None,
-                    updated_at=now,
-                ),
-                [
-                    {"message_id": i, "due": d, "why": r, "error": e}
-                    for i, d, r, e in outcomes.retry
-                ],
-            )
-        for state, rows in (
-            (MessageState.FAILED, outcomes.failed),
-            (MessageState.EXCLUDED, [(i, r, None) for i, r in outcomes.excluded]),
-        ):
+        for values, rows in updates:
             if rows:
                 conn.execute(
                     messages.update()
-                    .where(messages.c.id == sa.bindparam("message_id"), claimed)
-                    .values(
-                        state=state.value,
-                        reason=sa.bindparam("why"),
-                        last_error=sa.bindparam("error"),
-                        lease_until=None,
-                        updated_at=now,
-                    ),
-                    [{"message_id": i, "why": r, "error": e} for i, r, e in rows],
+                    .where(
+                        messages.c.id == param("message_id"),
+                        messages.c.state == MessageState.SENDING.value,
+                    )
+                    .values(**values, lease_until=None, updated_at=now),
+                    rows,
                 )
-        if outcomes.postponed:
-            conn.execute(
-                messages.update()
-                .where(messages.c.id == sa.bindparam("message_id"), claimed)
-                .values(
-                    state=MessageState.QUEUED.value,
-                    due_at=sa.bindparam("due"),
-                    attempts=messages.c.attempts - 1,
-                    lease_until=None,
-                    updated_at=now,
-                ),
-                [{"message_id": i, "due": d} for i, d in outcomes.postponed],
-            )
