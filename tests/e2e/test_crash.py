@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.e2e.test_delivery import live_email_campaign
+from tests.e2e.test_delivery import live_email_campaign, trigger_in_chunks
 from tests.e2e.test_serve import KEY, start_server, stop_server
 from tests.support.postgres import free_port
 
@@ -66,19 +66,7 @@ def test_kill_9_mid_send_loses_nothing(tmp_path: Path, sink: tuple[CountingSink,
     try:
         with server.client() as client:
             campaign = live_email_campaign(client)
-            for start in range(0, MESSAGES, 20):
-                response = client.post(
-                    "/v1/executions",
-                    json={
-                        "campaign_id": campaign["id"],
-                        "context": {"order": {"id": "1", "items": []}},
-                        "recipients": [
-                            {"identity": {"namespace": "email", "id": address}}
-                            for address in addresses[start : start + 20]
-                        ],
-                    },
-                )
-                assert response.status_code == 202, response.text
+            trigger_in_chunks(client, campaign["id"], addresses)
         deadline = time.monotonic() + 60
         while inbox.total() < MESSAGES // 4 and time.monotonic() < deadline:
             time.sleep(0.01)

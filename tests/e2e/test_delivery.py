@@ -105,6 +105,28 @@ def live_email_campaign(client: httpx.Client, category: str = "transactional") -
     return activated.json()
 
 
+def trigger_in_chunks(
+    client: httpx.Client, campaign_id: str, addresses: list[str], order_id: str = "1"
+) -> list[str]:
+    """Triggers one message per address in calls of 20 recipients; returns the execution ids."""
+    executions = []
+    for start in range(0, len(addresses), 20):
+        response = client.post(
+            "/v1/executions",
+            json={
+                "campaign_id": campaign_id,
+                "context": {"order": {"id": order_id, "items": []}},
+                "recipients": [
+                    {"identity": {"namespace": "email", "id": address}}
+                    for address in addresses[start : start + 20]
+                ],
+            },
+        )
+        assert response.status_code == 202, response.text
+        executions.append(response.json()["execution_id"])
+    return executions
+
+
 def test_triggered_emails_arrive_personalized_and_escaped(
     mailing_server: Server, mailbox: tuple[Mailbox, int]
 ):
@@ -115,24 +137,22 @@ def test_triggered_emails_arrive_personalized_and_escaped(
             json={"attributes": {"firstName": "Ada <script>"}},
         )
         campaign = live_email_campaign(client)
-        response = client.post(
-            "/v1/executions",
-            json={
-                "campaign_id": campaign["id"],
-                "request_id": "order-1001",
-                "context": {"order": {"id": "1001", "items": ["thé", "café"]}},
-                "recipients": [
-                    {
-                        "identity": {"namespace": "email", "id": "ada@example.com"},
-                        "context": {"note": "<b>fragile</b>"},
-                    },
-                    {
-                        "identity": {"namespace": "email", "id": "zoe@example.com"},
-                        "profile": {"firstName": "Zoë"},
-                    },
-                ],
-            },
-        )
+        body = {
+            "campaign_id": campaign["id"],
+            "request_id": "order-1001",
+            "context": {"order": {"id": "1001", "items": ["thé", "café"]}},
+            "recipients": [
+                {
+                    "identity": {"namespace": "email", "id": "ada@example.com"},
+                    "context": {"note": "<b>fragile</b>"},
+                },
+                {
+                    "identity": {"namespace": "email", "id": "zoe@example.com"},
+                    "profile": {"firstName": "Zoë"},
+                },
+            ],
+        }
+        response = client.post("/v1/executions", json=body)
         assert response.status_code == 202, response.text
         execution_id = response.json()["execution_id"]
         received = inbox.wait_for(2)
@@ -160,24 +180,7 @@ def test_triggered_emails_arrive_personalized_and_escaped(
                 break
             time.sleep(0.1)
         assert status["counts"] == {"sent": 2}
-        replay = client.post(
-            "/v1/executions",
-            json={
-                "campaign_id": campaign["id"],
-                "request_id": "order-1001",
-                "context": {"order": {"id": "1001", "items": ["thé", "café"]}},
-                "recipients": [
-                    {
-                        "identity": {"namespace": "email", "id": "ada@example.com"},
-                        "context": {"note": "<b>fragile</b>"},
-                    },
-                    {
-                        "identity": {"namespace": "email", "id": "zoe@example.com"},
-                        "profile": {"firstName": "Zoë"},
-                    },
-                ],
-            },
-        )
+        replay = client.post("/v1/executions", json=body)
         assert replay.json()["execution_id"] == execution_id
     time.sleep(1)
     assert len(inbox.messages) == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_crash import CountingSink
-from tests.e2e.test_delivery import live_email_campaign
+from tests.e2e.test_delivery import live_email_campaign, trigger_in_chunks
 from tests.e2e.test_serve import KEY, Server, start_server, stop_server
 from tests.support.postgres import PostgresCluster, free_port
 
@@ -55,19 +55,7 @@ def test_three_workers_share_the_queue_without_double_sends(
         addresses = [f"scale{i}@example.com" for i in range(MESSAGES)]
         with api.client() as client:
             campaign = live_email_campaign(client)
-            for start in range(0, MESSAGES, 20):
-                response = client.post(
-                    "/v1/executions",
-                    json={
-                        "campaign_id": campaign["id"],
-                        "context": {"order": {"id": "S", "items": []}},
-                        "recipients": [
-                            {"identity": {"namespace": "email", "id": a}}
-                            for a in addresses[start : start + 20]
-                        ],
-                    },
-                )
-                assert response.status_code == 202, response.text
+            trigger_in_chunks(client, campaign["id"], addresses, order_id="S")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and sink.total() < MESSAGES:
             time.sleep(0.2)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.e2e.test_delivery import live_email_campaign
+from tests.e2e.test_delivery import live_email_campaign, trigger_in_chunks
 from tests.e2e.test_serve import KEY, start_server, stop_server
 from tests.support.postgres import free_port
 
@@ -58,27 +58,13 @@ def test_everything_arrives_after_the_faults_clear(tmp_path: Path):
         TIDINGS_RETRY_MAX_SECONDS="1",
         TIDINGS_MAX_ATTEMPTS="30",
     )
+    # The 20th recipient of the first call is refused for good.
     addresses = [f"fault{i}@example.com" for i in range(40)]
+    addresses[19] = REFUSED
     try:
         with server.client() as client:
             campaign = live_email_campaign(client)
-            executions = []
-            for start in range(0, len(addresses), 20):
-                chunk = addresses[start : start + 20]
-                if start == 0:
-                    chunk = [*chunk[:-1], REFUSED]
-                response = client.post(
-                    "/v1/executions",
-                    json={
-                        "campaign_id": campaign["id"],
-                        "context": {"order": {"id": "F", "items": []}},
-                        "recipients": [
-                            {"identity": {"namespace": "email", "id": a}} for a in chunk
-                        ],
-                    },
-                )
-                assert response.status_code == 202, response.text
-                executions.append(response.json()["execution_id"])
+            executions = trigger_in_chunks(client, campaign["id"], addresses, order_id="F")
             time.sleep(1.5)  # 451 for every message meanwhile
             controller.stop()  # then the relay is gone: connections refused
             sink.busy.clear()
@@ -86,7 +72,7 @@ def test_everything_arrives_after_the_faults_clear(tmp_path: Path):
             controller = Controller(sink, hostname="127.0.0.1", port=port)
             controller.start()
 
-            wanted = [a for a in addresses if a != addresses[19]]
+            wanted = [a for a in addresses if a != REFUSED]
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not all(sink.received[a] for a in wanted):
                 time.sleep(0.2)
