@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from tidings.channels.adapters import Accepted, ChannelAdapter, OutboundMessage
 from tidings.clock import utcnow
 from tidings.content.engine import RenderingError
-from tidings.content.schemas import parse_content
+from tidings.content.schemas import Content, parse_content
 from tidings.content.service import content_field, render_content, template_variables
 from tidings.delivery import queue
 from tidings.delivery.queue import ClaimedMessage, Outcomes
@@ -70,6 +70,9 @@ class RateLimiter:
         return (1 - bucket.tokens) / bucket.rate
 
 
+MAX_CACHED_VERSIONS = 1000
+
+
 class Deliverer:
     """Moves due messages out through the channel adapters; one instance per worker."""
 
@@ -83,6 +86,7 @@ class Deliverer:
             settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         )
         self.rates = RateLimiter()
+        self._contents: dict[str, Content] = {}
 
     async def run_once(self) -> int:
         """Delivers one batch; returns how many messages it claimed (0: nothing was due)."""
@@ -121,9 +125,7 @@ class Deliverer:
                 outcomes.excluded.append((message.id, ExclusionReason.NO_CONSENT.value))
                 continue
             try:
-                content = parse_content(message.channel, message.content)
-                if content is None:
-                    raise InvalidInput.on("content", "the campaign version has no content")
+                content = self._content(message)
                 rendered = render_content(
                     self.runtime.templates,
                     content,
@@ -154,6 +156,19 @@ class Deliverer:
                 )
             )
         return ready
+
+    def _content(self, message: ClaimedMessage) -> Content:
+        """The version's parsed content, validated once per version rather than per message:
+        a version never changes once live."""
+        content = self._contents.get(message.version_id)
+        if content is None:
+            content = parse_content(message.channel, message.content)
+            if content is None:
+                raise InvalidInput.on("content", "the campaign version has no content")
+            if len(self._contents) >= MAX_CACHED_VERSIONS:
+                self._contents.clear()
+            self._contents[message.version_id] = content
+        return content
 
     async def _send(
         self,

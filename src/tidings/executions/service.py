@@ -28,7 +28,7 @@ from tidings.pagination import keyset_page
 from tidings.profiles import service as profiles
 from tidings.profiles.models import profile_identities
 from tidings.profiles.models import profiles as profiles_table
-from tidings.vocabulary import E164_PATTERN, EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
+from tidings.vocabulary import EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 UNITARY = "unitary"
@@ -259,10 +259,12 @@ def _channel_address(
         except EmailNotValidError as exc:
             errors.add(f"{field}.channel_data.email", f"is not a valid email address ({exc})")
     if channel is Channel.SMS and data.phone:
-        phone = profiles.PHONE_SEPARATORS.sub("", data.phone.replace("(0)", ""))
-        if E164_PATTERN.match(phone):
-            return phone
-        errors.add(f"{field}.channel_data.phone", "must be an E.164 phone number")
+        try:
+            return profiles.normalize_identity(
+                PHONE_NAMESPACE, data.phone, f"{field}.channel_data.phone"
+            )
+        except InvalidInput as exc:
+            errors.errors.extend(exc.errors)
     if channel is Channel.PUSH and data.push_token:
         return data.push_token
     return None
