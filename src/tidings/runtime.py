@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tidings.config import Settings
 from tidings.content.engine import TemplateEngine
 from tidings.db import Database
+from tidings.signals import WorkSignal
 from tidings.workspaces.service import Authenticator
 
 
@@ -16,6 +17,8 @@ class Runtime:
     db: Database
     templates: TemplateEngine
     authenticator: Authenticator
+    # Wakes this process's worker when the API queues messages that are due now.
+    work: WorkSignal = field(default_factory=WorkSignal)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
