@@ -9,15 +9,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from tidings import __version__
+from tidings.ajo.api import HOT_ROUTES as AJO_HOT_ROUTES
 from tidings.ajo.api import router as ajo_router
 from tidings.campaigns.api import router as campaigns_router
 from tidings.channels.api import router as channels_router
 from tidings.console.pages import router as console_router
 from tidings.delivery.worker import Worker
+from tidings.executions.api import HOT_ROUTES as EXECUTION_HOT_ROUTES
 from tidings.executions.api import router as executions_router
 from tidings.profiles.api import router as profiles_router
 from tidings.runtime import Runtime
-from tidings.web import BodySizeLimit, install_error_handlers
+from tidings.web import BodySizeLimit, HotPaths, install_error_handlers, install_raw_body_schemas
 from tidings.workspaces.api import router as workspaces_router
 
 
@@ -38,9 +40,15 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         version=__version__,
         summary="API-triggered campaigns over email, SMS and push",
         lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks check for providers on every request; Tidings' metrics
+        # are its own (Prometheus), so they stay off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_raw_body_schemas(app)
+    # Added first, so it runs inside the body limit: the hot routes get the same 413.
+    app.add_middleware(HotPaths, routes={**EXECUTION_HOT_ROUTES, **AJO_HOT_ROUTES})
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
     for router in (
         workspaces_router,
@@ -54,7 +62,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         app.include_router(router)
 
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Alive: the process answers. (Readiness checks come with the operations issue.)"""
         return {"status": "ok"}
 

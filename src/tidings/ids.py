@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
-import uuid
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -28,10 +28,13 @@ def new_id() -> str:
             _last_ms = now_ms
             _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
         counter = _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    # Ids must be unique, not secret (nothing is authorized by knowing one): the random module
+    # (reseeded from the OS at start and after fork) spares a system call per id.
+    rand_b = random.getrandbits(62)
     value = (now_ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= counter << 64
     value |= 0b10 << 62
     value |= rand_b
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

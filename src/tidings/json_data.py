@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from tidings.errors import FieldError
 
 
@@ -32,3 +34,16 @@ def unstorable(value: Any, path: str) -> FieldError | None:
             if found is not None:
                 return found
     return None
+
+
+def plainly_storable(json_text: bytes) -> bool:
+    """True when every value parsed from `json_text` is storable, judged from the text alone:
+    no NUL, escaped or not, and a parse by orjson, which refuses NaN, Infinity and numbers that
+    overflow to an infinity. A False only means the walk above must decide."""
+    if b"\\u0000" in json_text or b"\x00" in json_text:
+        return False
+    try:
+        orjson.loads(json_text)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -1,12 +1,14 @@
-"""The objects one process shares: settings, database, template engine, authenticator."""
+"""The objects one process shares: settings, database, template engine, authenticator, writer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from tidings.config import Settings
 from tidings.content.engine import TemplateEngine
 from tidings.db import Database
+from tidings.executions.acceptor import TriggerAcceptor
 from tidings.signals import WorkSignal
 from tidings.workspaces.service import Authenticator
 
@@ -32,5 +34,12 @@ class Runtime:
             authenticator=Authenticator(db),
         )
 
+    @cached_property
+    def acceptor(self) -> TriggerAcceptor:
+        """Commits the API's trigger requests in groups; its thread starts with the first."""
+        return TriggerAcceptor(self.db, self.work)
+
     def close(self) -> None:
+        if "acceptor" in self.__dict__:
+            self.acceptor.close()
         self.db.dispose()

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -76,67 +77,132 @@ def _location_to_field(location: Sequence[int | str]) -> str:
     return field_path(tuple(parts))
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(model: type[ModelT], raw: bytes) -> ModelT:
+    """Validates a JSON body straight from its bytes (pydantic's own parser, no dict in
+    between), with the same errors FastAPI gives a declared body parameter."""
+    try:
+        return model.model_validate_json(raw or b"null")
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+# Bodies that routes read from raw bytes (see parse_body), documented in the OpenAPI schema
+# all the same.
+_RAW_BODIES: dict[str, type[BaseModel]] = {}
+
+
+def raw_body_openapi(model: type[BaseModel], **extra: Any) -> dict[str, Any]:
+    """`openapi_extra` for a route that takes `model` as its JSON body through parse_body."""
+    _RAW_BODIES[model.__name__] = model
+    reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}},
+        **extra,
+    }
+
+
+def install_raw_body_schemas(app: FastAPI) -> None:
+    """Adds the models of raw_body_openapi routes to the schema's components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, model in _RAW_BODIES.items():
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for definition, value in body.pop("$defs", {}).items():
+                    components.setdefault(definition, value)
+                components.setdefault(name, body)
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def tidings_error(request: Request, exc: TidingsError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
+    if exc.retryable:
+        headers = {"Retry-After": "5"}
+    return problem_response(
+        exc.status, exc.title, exc.detail, exc.errors, request.url.path, headers
+    )
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    status = 422
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            status = 400
+            errors.append(FieldError("body", "is not valid JSON"))
+            continue
+        message = str(error.get("msg", "is invalid"))
+        errors.append(FieldError(_location_to_field(error.get("loc", ())), message))
+    title = "Malformed request body" if status == 400 else "Invalid input"
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+    return problem_response(status, title, detail, errors, request.url.path)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    title = HTTP_TITLES.get(exc.status_code, "HTTP error")
+    # FastAPI answers a body it cannot decode (bad UTF-8, JSON nested too deep) with a
+    # bare 400; say which field is wrong, as every other malformed body does.
+    errors = [FieldError("body", str(exc.detail))] if exc.status_code in (400, 413) else []
+    return problem_response(
+        exc.status_code,
+        title,
+        str(exc.detail),
+        errors,
+        instance=request.url.path,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+    # Services check uniqueness first; this answers the rare race that slips between the
+    # check and the insert (two requests creating the same name at once). Any other
+    # integrity error is a bug and is answered as one.
+    if not _is_unique_violation(exc):
+        return await unexpected_error(request, exc)
+    log.info("unique violation on %s %s", request.method, request.url.path)
+    return problem_response(
+        409,
+        "Conflict",
+        "the request conflicts with a concurrent change; retry it",
+        instance=request.url.path,
+    )
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500, "Internal error", "an unexpected error was logged", instance=request.url.path
+    )
+
+
+async def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The problem+json answer to any exception, as the app's handlers give it."""
+    if isinstance(exc, TidingsError):
+        return await tidings_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await validation_error(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return await http_error(request, exc)
+    if isinstance(exc, IntegrityError):
+        return await integrity_error(request, exc)
+    return await unexpected_error(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(TidingsError)
-    async def _tidings_error(request: Request, exc: TidingsError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
-        if exc.retryable:
-            headers = {"Retry-After": "5"}
-        return problem_response(
-            exc.status, exc.title, exc.detail, exc.errors, request.url.path, headers
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = []
-        status = 422
-        for error in exc.errors():
-            if error.get("type") == "json_invalid":
-                status = 400
-                errors.append(FieldError("body", "is not valid JSON"))
-                continue
-            message = str(error.get("msg", "is invalid"))
-            errors.append(FieldError(_location_to_field(error.get("loc", ())), message))
-        title = "Malformed request body" if status == 400 else "Invalid input"
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
-        return problem_response(status, title, detail, errors, request.url.path)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = HTTP_TITLES.get(exc.status_code, "HTTP error")
-        # FastAPI answers a body it cannot decode (bad UTF-8, JSON nested too deep) with a
-        # bare 400; say which field is wrong, as every other malformed body does.
-        errors = [FieldError("body", str(exc.detail))] if exc.status_code in (400, 413) else []
-        return problem_response(
-            exc.status_code,
-            title,
-            str(exc.detail),
-            errors,
-            instance=request.url.path,
-            headers=getattr(exc, "headers", None),
-        )
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
-        # Services check uniqueness first; this answers the rare race that slips between the
-        # check and the insert (two requests creating the same name at once). Any other
-        # integrity error is a bug and is answered as one.
-        if not _is_unique_violation(exc):
-            return await _unexpected(request, exc)
-        log.info("unique violation on %s %s", request.method, request.url.path)
-        return problem_response(
-            409,
-            "Conflict",
-            "the request conflicts with a concurrent change; retry it",
-            instance=request.url.path,
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            500, "Internal error", "an unexpected error was logged", instance=request.url.path
-        )
+    app.add_exception_handler(TidingsError, tidings_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(IntegrityError, integrity_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, unexpected_error)
 
 
 HTTP_TITLES = {
@@ -197,9 +263,14 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    # Async: a sync dependency would cost every request a thread-pool hop.
+    return runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -215,18 +286,66 @@ def bearer_secret(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials.strip()
 
 
-def authenticated(credentials: BearerDep, runtime: RuntimeDep) -> Principal:
+async def principal_for(runtime: Runtime, secret: str) -> Principal:
+    """A cached key costs no thread-pool hop; only a cache miss reads the database, on a
+    worker thread."""
+    principal = runtime.authenticator.cached(secret)
+    if principal is None:
+        principal = await run_in_threadpool(runtime.authenticator.authenticate, secret)
+    return principal
+
+
+async def principal_of(request: Request) -> Principal:
+    """The caller of a route that reads `Authorization: Bearer <key>` itself."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthenticationFailed("send an API key as 'Authorization: Bearer <key>'")
+    return await principal_for(runtime_of(request), secret.strip())
+
+
+async def authenticated(credentials: BearerDep, runtime: RuntimeDep) -> Principal:
     """A dependency for routes any valid key may call, whatever its scopes."""
-    return runtime.authenticator.authenticate(bearer_secret(credentials))
+    return await principal_for(runtime, bearer_secret(credentials))
 
 
-def require(scope: Scope) -> Callable[..., Principal]:
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the caller and checks one scope."""
 
-    def dependency(credentials: BearerDep, runtime: RuntimeDep) -> Principal:
-        principal = authenticated(credentials, runtime)
+    async def dependency(credentials: BearerDep, runtime: RuntimeDep) -> Principal:
+        principal = await authenticated(credentials, runtime)
         principal.require(scope)
         return principal
 
     dependency.__name__ = f"require_{scope.value.replace(':', '_')}"
     return dependency
+
+
+HotHandler = Callable[[Request], Awaitable[Response]]
+
+
+class HotPaths:
+    """Serves a few hot routes (the trigger endpoints) straight from ASGI.
+
+    FastAPI's per-request machinery (route matching over every route, dependency solving,
+    response models) cost the trigger path more CPU than the trigger itself. These routes
+    are declared in FastAPI all the same, for the OpenAPI schema, and run the same code there;
+    this middleware answers them first. Errors become the same problem+json answers.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], HotHandler]) -> None:
+        self.app = app
+        self.routes = dict(routes)
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        handler = (
+            self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        )
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response: Response = await handler(request)
+        except Exception as exc:
+            response = await error_response(request, exc)
+        await response(scope, receive, send)

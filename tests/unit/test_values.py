@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
-from hypothesis import given
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tidings.channels.service import join_secrets, split_secrets
 from tidings.content.schemas import field_path
 from tidings.errors import InvalidInput
 from tidings.ids import new_id
-from tidings.profiles.service import attribute_paths, normalize_identity
+from tidings.json_data import plainly_storable, unstorable
+from tidings.profiles.service import _plain_email, attribute_paths, normalize_identity
 from tidings.vocabulary import Channel
 from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
@@ -104,3 +107,89 @@ def test_admin_scope_allows_everything():
     assert all(admin.allows(scope) for scope in Scope)
     assert reader.allows(Scope.CAMPAIGNS_READ)
     assert not reader.allows(Scope.CAMPAIGNS_WRITE)
+
+
+def _validator_answer(address: str) -> str | None:
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
+# Characters where the rules are subtle: dots, hyphens, digits, specials, case, non-ASCII.
+_EMAIL_ALPHABET = "aZ09.-_+@!'\"é\u00df(x) "
+
+
+@given(st.text(alphabet=_EMAIL_ALPHABET, min_size=1, max_size=30))
+@example("A.B@Example.COM")
+@example("a..b@x.com")
+@example(".a@x.com")
+@example("a.@x.com")
+@example("a@x.123")
+@example("a@x.c0m")
+@example("x@-a.com")
+@example("x@a-.com")
+@example("x@xn--bcher-kva.com")
+@example("a@x.local")
+@example("a@sub.localhost")
+@example("a@localhost.com")
+@example("a@" + "b" * 64 + ".com")
+@example("a" * 65 + "@x.com")
+@example("a@x.c")
+def test_the_plain_email_fast_path_agrees_with_email_validator(address):
+    # Whatever the fast path accepts, email_validator accepts as the same address; what it
+    # does not know it leaves to email_validator.
+    fast = _plain_email(address)
+    if fast is not None:
+        assert fast == _validator_answer(address)
+
+
+@pytest.mark.parametrize(
+    "address", ["ada@example.com", "Ada.Lovelace+news@Mail.Example.ORG", "x_y-z@a1.b-2.io"]
+)
+def test_common_addresses_take_the_fast_path(address):
+    assert _plain_email(address) == _validator_answer(address)
+    local, _, domain = address.partition("@")
+    assert _plain_email(address) == f"{local}@{domain.lower()}"
+
+
+@given(
+    st.from_regex(
+        r"[a-zA-Z0-9.+_-]{1,10}@([a-zA-Z0-9-]{1,8}\.){1,3}[a-zA-Z0-9-]{1,6}", fullmatch=True
+    )
+)
+def test_address_shaped_strings_get_email_validators_answer(address):
+    fast = _plain_email(address)
+    if fast is not None:
+        assert fast == _validator_answer(address)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        (b'{"a": "x", "n": 1.5e308, "m": -1e-400}', True),
+        (b'{"a": "\\u0000"}', False),
+        (b'{"a": NaN}', False),
+        (b'{"a": -Infinity}', False),
+        (b'{"a": 1e400}', False),
+        (b'{"a": ' + b"9" * 400 + b".0}", False),
+    ],
+)
+def test_plainly_storable_judges_from_the_text(text, plain):
+    assert plainly_storable(text) is plain
+    if plain:
+        # Never a wrong "yes": what it passes, the full walk passes too.
+        assert unstorable(json.loads(text), "body") is None
+
+
+def _json_containers(children):
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.text(max_size=5), children, max_size=4
+    )
+
+
+@given(st.recursive(st.none() | st.booleans() | st.floats() | st.text(), _json_containers))
+def test_plainly_storable_never_passes_what_the_walk_refuses(value):
+    text = json.dumps({"v": value}).encode()
+    if plainly_storable(text):
+        assert unstorable(json.loads(text), "body") is None

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from tidings.ajo.schemas import (
     AjoError,
@@ -27,19 +25,18 @@ from tidings.ajo.schemas import (
 from tidings.clock import utcnow
 from tidings.content.schemas import field_path
 from tidings.errors import (
-    AuthenticationFailed,
     FieldError,
     InvalidInput,
     PermissionDenied,
     TidingsError,
 )
-from tidings.executions import service as executions
-from tidings.web import get_runtime
+from tidings.web import principal_of, runtime_of
 from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
 
 router = APIRouter(prefix="/ajo/im", tags=["AJO-compatible execution API"])
 ERROR_TYPE = "urn:tidings:ajo:error:{status}"
+Wire = TypeVar("Wire")
 
 
 def _error(status: int, title: str, context: dict[str, str]) -> JSONResponse:
@@ -52,11 +49,8 @@ def _error(status: int, title: str, context: dict[str, str]) -> JSONResponse:
     return JSONResponse(body.model_dump(by_alias=True), status_code=status)
 
 
-def _principal(request: Request) -> Principal:
-    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise AuthenticationFailed("send a Tidings API key as 'Authorization: Bearer <key>'")
-    principal = get_runtime(request).authenticator.authenticate(secret.strip())
+async def _principal(request: Request) -> Principal:
+    principal = await principal_of(request)
     sandbox = request.headers.get("x-sandbox-name")
     if not sandbox:
         raise InvalidInput.on("x-sandbox-name", "is required: the name of the workspace")
@@ -70,40 +64,7 @@ def _status_of(exc: TidingsError) -> int:
     return 400 if isinstance(exc, InvalidInput) else exc.status
 
 
-async def _handle(
-    request: Request,
-    parse: Callable[[Any], AjoUnitaryRequest],
-) -> JSONResponse:
-    context: dict[str, str] = {}
-    body = await request.body()
-    try:
-        # Authentication and the trigger touch the database: off the event loop.
-        principal, triggered, now = await run_in_threadpool(_trigger, request, body, parse, context)
-    except TidingsError as exc:
-        for error in exc.errors:
-            context[error.field] = error.message
-        context.setdefault("detail", exc.detail)
-        return _error(_status_of(exc), exc.title, context)
-    actor = f"api-key:{principal.key_id}"
-    response = AjoExecutionResponse(
-        execution_id=triggered.response["execution_id"],
-        request_id=triggered.response["request_id"],
-        created_at=now,
-        created_by=actor,
-        modified_at=now,
-        modified_by=actor,
-    )
-    return JSONResponse(response.model_dump(mode="json", by_alias=True), status_code=202)
-
-
-def _trigger(
-    request: Request,
-    body: bytes,
-    parse: Callable[[Any], AjoUnitaryRequest],
-    context: dict[str, str],
-) -> tuple[Principal, executions.Triggered, datetime]:
-    principal = _principal(request)
-    principal.require(Scope.EXECUTIONS_TRIGGER)
+def _parse(body: bytes, parse: Callable[[Any], Wire], context: dict[str, str]) -> Wire:
     try:
         raw = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -114,15 +75,41 @@ def _trigger(
             {name: str(raw[name])[:200] for name in ("requestId", "campaignId") if name in raw}
         )
     try:
-        wire = parse(raw)
+        return parse(raw)
     except ValidationError as exc:
         errors = [FieldError(field_path(e["loc"]) or "body", e["msg"]) for e in exc.errors()]
         raise InvalidInput("the request is invalid", errors=errors) from None
-    now = utcnow()
-    triggered = executions.trigger(
-        get_runtime(request).db, principal.workspace_id, wire.to_execution(), now
+
+
+def _failure(exc: TidingsError, context: dict[str, str]) -> JSONResponse:
+    for error in exc.errors:
+        context[error.field] = error.message
+    context.setdefault("detail", exc.detail)
+    return _error(_status_of(exc), exc.title, context)
+
+
+async def _handle(request: Request, parse: Callable[[Any], AjoUnitaryRequest]) -> JSONResponse:
+    context: dict[str, str] = {}
+    try:
+        principal = await _principal(request)
+        principal.require(Scope.EXECUTIONS_TRIGGER)
+        wire = _parse(await request.body(), parse, context)
+        now = utcnow()
+        triggered = await runtime_of(request).acceptor.trigger(
+            principal.workspace_id, wire.to_execution(), now
+        )
+    except TidingsError as exc:
+        return _failure(exc, context)
+    actor = f"api-key:{principal.key_id}"
+    response = AjoExecutionResponse(
+        execution_id=triggered.response["execution_id"],
+        request_id=triggered.response["request_id"],
+        created_at=now,
+        created_by=actor,
+        modified_at=now,
+        modified_by=actor,
     )
-    return principal, triggered, now
+    return JSONResponse(response.model_dump(mode="json", by_alias=True), status_code=202)
 
 
 @router.post("/executions/unitary", status_code=202, response_model=AjoExecutionResponse)
@@ -154,3 +141,10 @@ async def high_throughput(request: Request) -> JSONResponse:
 async def health() -> dict[str, str]:
     """AJO's health of the unitary API service."""
     return {"status": "UP"}
+
+
+# Served by web.HotPaths ahead of FastAPI, as /v1/executions is.
+HOT_ROUTES = {
+    ("POST", "/ajo/im/executions/unitary"): unitary,
+    ("POST", "/ajo/im/executions/highthroughput"): high_throughput,
+}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -16,6 +19,15 @@ from tidings.errors import FieldError, InvalidInput, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 STARTUP_LOCK = 0x7469_6469  # "tidi": any constant shared by every Tidings process
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # Integers beyond 64 bits (which orjson refuses and json keeps exact); reading stays
+        # with json.loads for the same reason (orjson would turn them into floats).
+        return json.dumps(value)
 
 
 @contextmanager
@@ -43,7 +55,9 @@ class Database:
 
     On SQLite every write transaction starts with BEGIN IMMEDIATE: a deferred transaction
     that later wants to write can fail with "database is locked" instead of waiting, while an
-    immediate one queues behind the writer for up to the busy timeout.
+    immediate one queues behind the writer for up to the busy timeout. Writers of one process
+    also queue on a lock of their own first: SQLite's busy handler sleeps (1, 2, 5 ... 100 ms)
+    rather than waking when the lock frees, which left unlucky requests waiting for seconds.
     """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
@@ -59,7 +73,10 @@ class Database:
             engine_kwargs.setdefault("pool_timeout", 10)
         # Bound parameters never reach error messages or logs: they carry provider secrets.
         engine_kwargs.setdefault("hide_parameters", True)
+        # JSON columns (contexts, profiles) are written per message on the hot path.
+        engine_kwargs.setdefault("json_serializer", _json_text)
         self.engine = sa.create_engine(self.url, **engine_kwargs)
+        self._sqlite_writer = threading.RLock()
         if self.is_sqlite:
             self._configure_sqlite(self.engine)
 
@@ -89,6 +106,15 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A transaction that commits on success and rolls back on any exception."""
+        if self.is_sqlite:
+            with self._sqlite_writer, self._transaction() as connection:
+                yield connection
+        else:
+            with self._transaction() as connection:
+                yield connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
         with _translated_errors(), self.engine.connect() as connection:
             connection = connection.execution_options(tidings_write=True)
             with connection.begin():

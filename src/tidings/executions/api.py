@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from tidings.clock import utcnow
-from tidings.errors import PermissionDenied
+from tidings.errors import InvalidInput, PermissionDenied
 from tidings.executions import service
 from tidings.executions.schemas import (
     ExecutionAccepted,
@@ -17,7 +18,17 @@ from tidings.executions.schemas import (
     MessageOut,
 )
 from tidings.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from tidings.web import PROBLEM_RESPONSES, RuntimeDep, authenticated, require
+from tidings.runtime import Runtime
+from tidings.web import (
+    PROBLEM_RESPONSES,
+    RuntimeDep,
+    authenticated,
+    parse_body,
+    principal_of,
+    raw_body_openapi,
+    require,
+    runtime_of,
+)
 from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
 
@@ -25,6 +36,7 @@ router = APIRouter(prefix="/v1/executions", tags=["executions"], responses=PROBL
 Trigger = Annotated[Principal, Depends(require(Scope.EXECUTIONS_TRIGGER))]
 AnyKey = Annotated[Principal, Depends(authenticated)]
 ExecutionId = Annotated[str, Path(min_length=1, max_length=64)]
+IDEMPOTENCY_KEY_MAX = 200
 
 
 def _require_reader(principal: Principal) -> None:
@@ -38,24 +50,60 @@ def _require_reader(principal: Principal) -> None:
     response_model=ExecutionAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     responses={200: {"model": ExecutionAccepted, "description": "Replayed"}},
+    openapi_extra=raw_body_openapi(
+        ExecutionCreate,
+        parameters=[
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX},
+                "description": "Same as `request_id`",
+            }
+        ],
+    ),
 )
-def create_execution(
-    body: ExecutionCreate,
-    response: Response,
-    runtime: RuntimeDep,
-    principal: Trigger,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> ExecutionAccepted:
+async def create_execution(request: Request, runtime: RuntimeDep, principal: Trigger) -> Response:
     """Accepts a unitary execution: 1 to 20 recipients, each with its own context.
 
     The execution and its messages are on disk when this answers 202. The same `request_id`
     (or `Idempotency-Key`) with the same body answers the original response again and sends
     nothing more; with another body it is a 422; while the first is in progress, a 409.
     """
-    triggered = service.trigger(runtime.db, principal.workspace_id, body, utcnow(), idempotency_key)
-    if triggered.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return ExecutionAccepted.model_validate(triggered.response)
+    return await _accept(request, runtime, principal)
+
+
+async def create_execution_hot(request: Request) -> Response:
+    """create_execution, served by web.HotPaths before FastAPI sees the request."""
+    principal = await principal_of(request)
+    principal.require(Scope.EXECUTIONS_TRIGGER)
+    return await _accept(request, runtime_of(request), principal)
+
+
+async def _accept(request: Request, runtime: Runtime, principal: Principal) -> Response:
+    # The body is validated from its bytes and the answer written without a response model;
+    # the database work happens on the acceptor's writer thread, committed together with
+    # concurrent requests.
+    raw = await request.body()
+    body = parse_body(ExecutionCreate, raw)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidInput.on(
+            "Idempotency-Key", f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters long"
+        )
+    triggered = await runtime.acceptor.trigger(
+        principal.workspace_id, body, utcnow(), idempotency_key, json_text=raw
+    )
+    headers = {"Idempotent-Replayed": "true"} if triggered.replayed else None
+    return Response(
+        orjson.dumps(triggered.response),
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+HOT_ROUTES = {("POST", "/v1/executions"): create_execution_hot}
 
 
 @router.get("/{execution_id}", response_model=ExecutionOut)

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.campaigns.state import TRIGGERABLE, CampaignStatus
 from tidings.content.schemas import MAX_CONTEXT_BYTES
 from tidings.db import Database
+from tidings.db.bulk import bulk_insert
 from tidings.delivery.state import TERMINAL, MessageState
-from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound
+from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound, TidingsError
 from tidings.executions.models import executions, idempotency_keys, messages
 from tidings.executions.schemas import ExecutionCreate, Recipient
 from tidings.ids import new_id
-from tidings.json_data import unstorable
+from tidings.json_data import plainly_storable, unstorable
 from tidings.pagination import keyset_page
 from tidings.profiles import service as profiles
 from tidings.profiles.models import profile_identities
@@ -41,6 +42,19 @@ class Triggered:
     response: dict[str, Any]
     # True when an earlier request with the same idempotency key produced this response.
     replayed: bool
+    # True when this call queued messages that are due now (the worker may wake for them).
+    due_now: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerJob:
+    """A trigger request checked for everything that needs no database."""
+
+    workspace_id: str
+    body: ExecutionCreate
+    key: str | None
+    digest: str
+    now: datetime
 
 
 class _InFlight:
@@ -55,11 +69,11 @@ class _InFlight:
         self._lock = threading.Lock()
 
     @contextmanager
-    def hold(self, workspace_id: str, key: str | None) -> Iterator[None]:
-        if key is None:
+    def hold(self, job: TriggerJob) -> Iterator[None]:
+        if job.key is None:
             yield
             return
-        entry = (workspace_id, key)
+        entry = (job.workspace_id, job.key)
         with self._lock:
             if entry in self._keys:
                 raise Conflict("a request with this idempotency key is in progress; retry later")
@@ -75,10 +89,37 @@ IN_FLIGHT = _InFlight()
 
 
 def request_hash(body: ExecutionCreate) -> str:
-    canonical = json.dumps(
-        body.model_dump(mode="json", exclude={"request_id"}), sort_keys=True, separators=(",", ":")
+    """SHA-256 of the body without its request_id, keys sorted: a resent request matches even
+    when its client orders keys differently."""
+    canonical = orjson.dumps(
+        body.model_dump(mode="json", exclude={"request_id"}), option=orjson.OPT_SORT_KEYS
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def prepare(
+    workspace_id: str,
+    body: ExecutionCreate,
+    now: datetime,
+    idempotency_key: str | None = None,
+    json_text: bytes | None = None,
+) -> TriggerJob:
+    """Checks what needs no database; raises InvalidInput naming the fields.
+
+    `json_text`, the body as received, lets the storability checks skip their walk over the
+    contexts when the text shows there is nothing to find.
+    """
+    if idempotency_key and body.request_id and idempotency_key != body.request_id:
+        raise InvalidInput.on("request_id", "differs from the Idempotency-Key header")
+    _check_payload(body, walk=json_text is None or not plainly_storable(json_text))
+    key = body.request_id or idempotency_key
+    return TriggerJob(
+        workspace_id=workspace_id,
+        body=body,
+        key=key,
+        digest=request_hash(body) if key is not None else "",
+        now=now,
+    )
 
 
 def trigger(
@@ -88,60 +129,215 @@ def trigger(
     now: datetime,
     idempotency_key: str | None = None,
 ) -> Triggered:
-    """Accepts a unitary execution: on return, the execution and its messages are committed."""
-    if idempotency_key and body.request_id and idempotency_key != body.request_id:
-        raise InvalidInput.on("request_id", "differs from the Idempotency-Key header")
-    key = body.request_id or idempotency_key
-    _check_payload(body)
-    digest = request_hash(body)
-    with IN_FLIGHT.hold(workspace_id, key), db.write() as conn:
-        if key is not None:
-            _lock_key(conn, workspace_id, key)
-            stored = _stored_response(conn, workspace_id, key, digest, now)
-            if stored is not None:
-                return Triggered(stored, replayed=True)
-        response = _accept(conn, workspace_id, body, key, now)
-        if key is not None:
-            conn.execute(
-                idempotency_keys.delete().where(
-                    idempotency_keys.c.workspace_id == workspace_id, idempotency_keys.c.key == key
-                )
-            )
-            conn.execute(
-                idempotency_keys.insert().values(
-                    workspace_id=workspace_id,
-                    key=key,
-                    request_hash=digest,
-                    response=response,
-                    created_at=now,
-                    expires_at=now + IDEMPOTENCY_TTL,
-                )
-            )
-    return Triggered(response, replayed=False)
+    """Accepts an execution in a transaction of its own: on return, it is committed.
+
+    The API goes through executions.acceptor instead, which commits concurrent requests
+    together; both apply `accept_batch`.
+    """
+    job = prepare(workspace_id, body, now, idempotency_key)
+    with IN_FLIGHT.hold(job), db.write() as conn:
+        (outcome,) = accept_batch(conn, [job])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
-def _check_payload(body: ExecutionCreate) -> None:
+def _check_payload(body: ExecutionCreate, walk: bool = True) -> None:
     errors = ErrorCollector()
     if body.recipients is None:
         errors.add(
             "recipients",
             "audience executions (no recipients) are not available yet; send 1 to 20 recipients",
         )
-    contexts = [("context", body.context)] + [
-        (f"recipients.{index}.context", recipient.context or {})
-        for index, recipient in enumerate(body.recipients or [])
+    documents: list[tuple[str, dict[str, Any], int | None]] = [
+        ("context", body.context, MAX_CONTEXT_BYTES)
     ]
-    for field, context in contexts:
-        problem = unstorable(context, field)
-        if problem is not None:
-            errors.errors.append(problem)
-        elif len(json.dumps(context)) > MAX_CONTEXT_BYTES:
-            errors.add(field, f"is larger than {MAX_CONTEXT_BYTES} bytes as JSON")
     for index, recipient in enumerate(body.recipients or []):
-        problem = unstorable(recipient.profile or {}, f"recipients.{index}.profile")
+        if recipient.context:
+            documents.append((f"recipients.{index}.context", recipient.context, MAX_CONTEXT_BYTES))
+        if recipient.profile:
+            documents.append((f"recipients.{index}.profile", recipient.profile, None))
+    for field, document, max_bytes in documents:
+        problem = unstorable(document, field) if walk else None
         if problem is not None:
             errors.errors.append(problem)
+            continue
+        try:
+            size = len(orjson.dumps(document))
+        except orjson.JSONEncodeError:
+            errors.add(field, "nests too deeply")
+            continue
+        if max_bytes is not None and size > max_bytes:
+            errors.add(field, f"is larger than {max_bytes} bytes as JSON")
     errors.raise_if_any("the execution request is invalid")
+
+
+# ---------------------------------------------------------------- accepting, in batches
+#
+# A batch is the requests one transaction commits together. Each request's checks against
+# the database end in its own outcome (an error for that caller alone); every read is one
+# statement for the whole batch, and every insert one executemany.
+
+Outcome = Triggered | TidingsError
+# (workspace_id, namespace, identity value)
+_IdentityKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class _Resolved:
+    namespace: str
+    value: str
+    address: str | None
+    recipient: Recipient
+    index: int
+
+
+@dataclass(slots=True)
+class _Plan:
+    job: TriggerJob
+    campaign: Mapping[str, Any]
+    channel: Channel
+    recipients: list[_Resolved]
+
+
+def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(jobs)
+    _replay_or_lock(conn, jobs, outcomes)
+    wanted = {
+        (job.workspace_id, job.body.campaign_id)
+        for job, outcome in zip(jobs, outcomes, strict=True)
+        if outcome is None
+    }
+    live = _live_campaigns(conn, wanted)
+    plans: dict[int, _Plan] = {}
+    for index, job in enumerate(jobs):
+        if outcomes[index] is None:
+            try:
+                plans[index] = _plan(job, live.get((job.workspace_id, job.body.campaign_id)))
+            except TidingsError as exc:
+                outcomes[index] = exc
+    profile_ids = _profile_ids(conn, plans.values())
+    created: dict[_IdentityKey, dict[str, Any]] = {}
+    for index, plan in list(plans.items()):
+        try:
+            _create_unknown(plan, profile_ids, created)
+        except TidingsError as exc:
+            outcomes[index] = exc
+            del plans[index]
+    addresses = _stored_addresses(conn, plans.values(), profile_ids)
+
+    execution_rows: list[dict[str, Any]] = []
+    message_rows: list[dict[str, Any]] = []
+    key_rows: list[dict[str, Any]] = []
+    for index, plan in plans.items():
+        job = plan.job
+        execution_id = new_id()
+        due_at = max(job.body.execute_at or job.now, job.now)
+        execution_rows.append(
+            {
+                "id": execution_id,
+                "workspace_id": job.workspace_id,
+                "campaign_id": plan.campaign["id"],
+                "version_id": plan.campaign["version_id"],
+                "kind": UNITARY,
+                "status": "accepted",
+                "request_id": job.key,
+                "recipient_count": len(plan.recipients),
+                "execute_at": job.body.execute_at,
+                "created_at": job.now,
+            }
+        )
+        for resolved in plan.recipients:
+            profile_id = (
+                None
+                if resolved.recipient.external
+                else profile_ids[(job.workspace_id, resolved.namespace, resolved.value)]
+            )
+            message_rows.append(
+                _message_row(plan, execution_id, resolved, profile_id, addresses, due_at)
+            )
+        response = {
+            "execution_id": execution_id,
+            "request_id": job.key,
+            "accepted": len(plan.recipients),
+        }
+        if job.key is not None:
+            key_rows.append(
+                {
+                    "workspace_id": job.workspace_id,
+                    "key": job.key,
+                    "request_hash": job.digest,
+                    "response": response,
+                    "created_at": job.now,
+                    "expires_at": job.now + IDEMPOTENCY_TTL,
+                }
+            )
+        outcomes[index] = Triggered(response, replayed=False, due_now=due_at <= job.now)
+
+    if created:
+        bulk_insert(conn, profiles_table, [row["profile"] for row in created.values()])
+        bulk_insert(conn, profile_identities, [row["identity"] for row in created.values()])
+    bulk_insert(conn, executions, execution_rows)
+    bulk_insert(conn, messages, message_rows)
+    if key_rows:
+        for workspace_id, keys in _grouped((r["workspace_id"], r["key"]) for r in key_rows):
+            # An expired row of the same key may still be there: the new answer replaces it.
+            conn.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.workspace_id == workspace_id,
+                    idempotency_keys.c.key.in_(keys),
+                )
+            )
+        conn.execute(idempotency_keys.insert(), key_rows)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _grouped(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    groups: dict[str, list[str]] = {}
+    for group, value in pairs:
+        groups.setdefault(group, []).append(value)
+    return list(groups.items())
+
+
+def _replay_or_lock(
+    conn: sa.Connection, jobs: Sequence[TriggerJob], outcomes: list[Outcome | None]
+) -> None:
+    """Answers requests whose idempotency key has a stored response; locks the others' keys."""
+    keyed = [(index, job) for index, job in enumerate(jobs) if job.key is not None]
+    if not keyed:
+        return
+    for index, job in keyed:
+        try:
+            _lock_key(conn, job.workspace_id, job.key or "")
+        except Conflict as exc:
+            outcomes[index] = exc
+    stored: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    now = min(job.now for _, job in keyed)
+    for workspace_id, keys in _grouped((job.workspace_id, job.key or "") for _, job in keyed):
+        rows = conn.execute(
+            sa.select(
+                idempotency_keys.c.key,
+                idempotency_keys.c.request_hash,
+                idempotency_keys.c.response,
+            ).where(
+                idempotency_keys.c.workspace_id == workspace_id,
+                idempotency_keys.c.key.in_(keys),
+                idempotency_keys.c.expires_at > now,
+            )
+        )
+        for row in rows:
+            stored[(workspace_id, row.key)] = (row.request_hash, row.response)
+    for index, job in keyed:
+        hit = stored.get((job.workspace_id, job.key or ""))
+        if outcomes[index] is not None or hit is None:
+            continue
+        digest, response = hit
+        if digest != job.digest:
+            outcomes[index] = InvalidInput.on(
+                "request_id", "was used before with a different body; use a new idempotency key"
+            )
+        else:
+            outcomes[index] = Triggered(response, replayed=True)
 
 
 def _lock_key(conn: sa.Connection, workspace_id: str, key: str) -> None:
@@ -155,65 +351,51 @@ def _lock_key(conn: sa.Connection, workspace_id: str, key: str) -> None:
         raise Conflict("a request with this idempotency key is in progress; retry later")
 
 
-def _stored_response(
-    conn: sa.Connection, workspace_id: str, key: str, digest: str, now: datetime
-) -> dict[str, Any] | None:
-    row = conn.execute(
-        sa.select(idempotency_keys.c.request_hash, idempotency_keys.c.response).where(
-            idempotency_keys.c.workspace_id == workspace_id,
-            idempotency_keys.c.key == key,
-            idempotency_keys.c.expires_at > now,
-        )
-    ).first()
-    if row is None:
-        return None
-    if row.request_hash != digest:
-        raise InvalidInput.on(
-            "request_id", "was used before with a different body; use a new idempotency key"
-        )
-    response: dict[str, Any] = row.response
-    return response
+_LIVE_COLUMNS = (
+    campaigns.c.id,
+    campaigns.c.workspace_id,
+    campaigns.c.status,
+    campaigns.c.channel,
+    campaign_versions.c.id.label("version_id"),
+    campaign_versions.c.audience,
+    campaign_versions.c.start_at,
+    campaign_versions.c.end_at,
+)
 
 
-def _live_campaign(
-    conn: sa.Connection, workspace_id: str, campaign_id: str, now: datetime
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    campaign = (
-        conn.execute(
-            sa.select(campaigns).where(
-                campaigns.c.id == campaign_id, campaigns.c.workspace_id == workspace_id
-            )
-        )
-        .mappings()
-        .first()
-    )
+def _live_campaigns(
+    conn: sa.Connection, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The campaigns the batch names, each with the version live now, in one query."""
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        sa.select(*_LIVE_COLUMNS)
+        .outerjoin(campaign_versions, campaign_versions.c.id == campaigns.c.live_version_id)
+        .where(campaigns.c.id.in_({campaign_id for _, campaign_id in wanted}))
+    ).mappings()
+    found = {(row["workspace_id"], row["id"]): dict(row) for row in rows}
+    return {pair: found[pair] for pair in wanted if pair in found}
+
+
+def _plan(job: TriggerJob, campaign: Mapping[str, Any] | None) -> _Plan:
     if campaign is None:
         raise InvalidInput.on("campaign_id", "no such campaign in this workspace")
     status = CampaignStatus(campaign["status"])
     if status not in TRIGGERABLE:
         raise InvalidInput.on("campaign_id", f"the campaign is {status}, not live")
-    version = (
-        conn.execute(
-            sa.select(campaign_versions).where(
-                campaign_versions.c.id == campaign["live_version_id"]
-            )
-        )
-        .mappings()
-        .one()
-    )
-    if version["start_at"] and now < version["start_at"]:
+    if campaign["start_at"] and job.now < campaign["start_at"]:
         raise InvalidInput.on("campaign_id", "the campaign's schedule has not started")
-    if version["end_at"] and now >= version["end_at"]:
+    if campaign["end_at"] and job.now >= campaign["end_at"]:
         raise InvalidInput.on("campaign_id", "the campaign's schedule has ended")
-    return dict(campaign), dict(version)
+    channel = Channel(campaign["channel"])
+    namespace = campaign["audience"]["identity_namespace"]
+    return _Plan(job, campaign, channel, _resolve_recipients(job.body, channel, namespace))
 
 
-@dataclass(slots=True)
-class _Resolved:
-    namespace: str
-    value: str
-    address: str | None
-    recipient: Recipient
+def _stored(plan: _Plan) -> list[_Resolved]:
+    """The recipients that have (or get) a stored profile."""
+    return [r for r in plan.recipients if not r.recipient.external]
 
 
 def _resolve_recipients(body: ExecutionCreate, channel: Channel, namespace: str) -> list[_Resolved]:
@@ -242,7 +424,7 @@ def _resolve_recipients(body: ExecutionCreate, channel: Channel, namespace: str)
         address = _channel_address(channel, recipient, errors, field)
         if address is None and ADDRESS_NAMESPACES.get(channel) == namespace:
             address = value
-        resolved.append(_Resolved(namespace, value, address, recipient))
+        resolved.append(_Resolved(namespace, value, address, recipient, index))
     errors.raise_if_any("some recipients are invalid")
     return resolved
 
@@ -255,7 +437,7 @@ def _channel_address(
         return None
     if channel is Channel.EMAIL and data.email:
         try:
-            return validate_email(data.email, check_deliverability=False).normalized
+            return profiles.normalize_address(data.email)
         except EmailNotValidError as exc:
             errors.add(f"{field}.channel_data.email", f"is not a valid email address ({exc})")
     if channel is Channel.SMS and data.phone:
@@ -270,138 +452,130 @@ def _channel_address(
     return None
 
 
-def _accept(
-    conn: sa.Connection,
-    workspace_id: str,
-    body: ExecutionCreate,
-    key: str | None,
-    now: datetime,
-) -> dict[str, Any]:
-    campaign, version = _live_campaign(conn, workspace_id, body.campaign_id, now)
-    channel = Channel(campaign["channel"])
-    audience = version["audience"]
-    namespace = audience["identity_namespace"]
-    resolved = _resolve_recipients(body, channel, namespace)
-    stored = [r for r in resolved if not r.recipient.external]
-    profile_ids = _profile_ids(conn, workspace_id, namespace, [r.value for r in stored])
-    unknown = [r for r in stored if r.value not in profile_ids]
-    if unknown and not audience.get("create_new_profiles"):
-        errors = ErrorCollector()
-        for index, sent in enumerate(body.recipients or []):
-            if any(r.recipient is sent for r in unknown):
-                errors.add(
-                    f"recipients.{index}.identity.id",
-                    "no profile has this identity, and the campaign does not create profiles",
-                )
-        errors.raise_if_any("some recipients are unknown")
-    for recipient in unknown:
-        profile_ids[recipient.value] = _create_profile(conn, workspace_id, recipient, now)
-    missing_address = [
-        profile_ids[r.value] for r in resolved if r.address is None and r.value in profile_ids
-    ]
-    stored_addresses = _addresses(conn, channel, missing_address)
-
-    execution_id = new_id()
-    conn.execute(
-        executions.insert().values(
-            id=execution_id,
-            workspace_id=workspace_id,
-            campaign_id=campaign["id"],
-            version_id=version["id"],
-            kind=UNITARY,
-            status="accepted",
-            request_id=key,
-            recipient_count=len(resolved),
-            execute_at=body.execute_at,
-            created_at=now,
+def _profile_ids(conn: sa.Connection, plans: Iterable[_Plan]) -> dict[_IdentityKey, str]:
+    """Stored profiles by identity, for every recipient of the batch: a query per namespace."""
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for plan in plans:
+        for recipient in _stored(plan):
+            wanted.setdefault((plan.job.workspace_id, recipient.namespace), set()).add(
+                recipient.value
+            )
+    found: dict[_IdentityKey, str] = {}
+    for (workspace_id, namespace), values in wanted.items():
+        rows = conn.execute(
+            sa.select(profile_identities.c.value, profile_identities.c.profile_id).where(
+                profile_identities.c.workspace_id == workspace_id,
+                profile_identities.c.namespace == namespace,
+                profile_identities.c.value.in_(values),
+            )
         )
-    )
-    due_at = max(body.execute_at or now, now)
-    rows = []
-    for recipient in resolved:
-        profile_id = None if recipient.recipient.external else profile_ids[recipient.value]
-        rows.append(
-            {
-                "id": new_id(),
+        for row in rows:
+            found[(workspace_id, namespace, row.value)] = row.profile_id
+    return found
+
+
+def _create_unknown(
+    plan: _Plan,
+    profile_ids: dict[_IdentityKey, str],
+    created: dict[_IdentityKey, dict[str, Any]],
+) -> None:
+    """Plans a profile for each unknown recipient, or refuses them all when the campaign does
+    not create profiles. Two requests of one batch naming the same new identity share it."""
+    workspace_id = plan.job.workspace_id
+    unknown = [r for r in _stored(plan) if (workspace_id, r.namespace, r.value) not in profile_ids]
+    if not unknown:
+        return
+    if not plan.campaign["audience"].get("create_new_profiles"):
+        errors = ErrorCollector()
+        for recipient in unknown:
+            errors.add(
+                f"recipients.{recipient.index}.identity.id",
+                "no profile has this identity, and the campaign does not create profiles",
+            )
+        errors.raise_if_any("some recipients are unknown")
+    now = plan.job.now
+    for recipient in unknown:
+        identity = (workspace_id, recipient.namespace, recipient.value)
+        profile_id = new_id()
+        profile_ids[identity] = profile_id
+        created[identity] = {
+            "profile": {
+                "id": profile_id,
                 "workspace_id": workspace_id,
-                "execution_id": execution_id,
-                "campaign_id": campaign["id"],
-                "version_id": version["id"],
-                "channel": channel.value,
-                "state": MessageState.QUEUED.value,
-                "recipient_namespace": recipient.namespace,
-                "recipient_id": recipient.value,
-                "profile_id": profile_id,
-                "address": recipient.address or stored_addresses.get(profile_id or ""),
-                "context": {**body.context, **(recipient.recipient.context or {})},
-                "profile_data": recipient.recipient.profile,
-                "due_at": due_at,
-                "attempts": 0,
-                "lease_until": None,
-                "reason": None,
-                "last_error": None,
-                "provider_message_id": None,
+                "attributes": recipient.recipient.profile or {},
+                "consent": {},
+                "timezone": None,
+                "locale": None,
                 "created_at": now,
                 "updated_at": now,
-                "sent_at": None,
-            }
-        )
-    conn.execute(messages.insert(), rows)
-    return {"execution_id": execution_id, "request_id": key, "accepted": len(rows)}
+            },
+            "identity": {
+                "workspace_id": workspace_id,
+                "namespace": recipient.namespace,
+                "value": recipient.value,
+                "profile_id": profile_id,
+            },
+        }
 
 
-def _profile_ids(
-    conn: sa.Connection, workspace_id: str, namespace: str, values: list[str]
+def _stored_addresses(
+    conn: sa.Connection, plans: Iterable[_Plan], profile_ids: Mapping[_IdentityKey, str]
 ) -> dict[str, str]:
-    rows = conn.execute(
-        sa.select(profile_identities.c.value, profile_identities.c.profile_id).where(
-            profile_identities.c.workspace_id == workspace_id,
-            profile_identities.c.namespace == namespace,
-            profile_identities.c.value.in_(values),
-        )
-    ).all()
-    return {row.value: row.profile_id for row in rows}
-
-
-def _create_profile(
-    conn: sa.Connection, workspace_id: str, recipient: _Resolved, now: datetime
-) -> str:
-    profile_id = new_id()
-    conn.execute(
-        profiles_table.insert().values(
-            id=profile_id,
-            workspace_id=workspace_id,
-            attributes=recipient.recipient.profile or {},
-            consent={},
-            timezone=None,
-            locale=None,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    conn.execute(
-        profile_identities.insert().values(
-            workspace_id=workspace_id,
-            namespace=recipient.namespace,
-            value=recipient.value,
-            profile_id=profile_id,
-        )
-    )
-    return profile_id
-
-
-def _addresses(conn: sa.Connection, channel: Channel, profile_ids: list[str]) -> dict[str, str]:
     """Addresses from the profiles' identities, for recipients the call gave none for."""
-    namespace = ADDRESS_NAMESPACES.get(channel)
-    if not profile_ids or namespace is None:
-        return {}
-    rows = conn.execute(
-        sa.select(profile_identities.c.profile_id, profile_identities.c.value).where(
-            profile_identities.c.profile_id.in_(profile_ids),
-            profile_identities.c.namespace == namespace,
+    wanted: dict[str, list[str]] = {}
+    for plan in plans:
+        namespace = ADDRESS_NAMESPACES.get(plan.channel)
+        if namespace is None:
+            continue
+        for recipient in _stored(plan):
+            if recipient.address is None:
+                identity = (plan.job.workspace_id, recipient.namespace, recipient.value)
+                wanted.setdefault(namespace, []).append(profile_ids[identity])
+    found: dict[str, str] = {}
+    for namespace, ids in wanted.items():
+        rows = conn.execute(
+            sa.select(profile_identities.c.profile_id, profile_identities.c.value).where(
+                profile_identities.c.profile_id.in_(ids),
+                profile_identities.c.namespace == namespace,
+            )
         )
-    ).all()
-    return {row.profile_id: row.value for row in rows}
+        found.update({row.profile_id: row.value for row in rows})
+    return found
+
+
+def _message_row(
+    plan: _Plan,
+    execution_id: str,
+    resolved: _Resolved,
+    profile_id: str | None,
+    addresses: Mapping[str, str],
+    due_at: datetime,
+) -> dict[str, Any]:
+    job = plan.job
+    return {
+        "id": new_id(),
+        "workspace_id": job.workspace_id,
+        "execution_id": execution_id,
+        "campaign_id": plan.campaign["id"],
+        "version_id": plan.campaign["version_id"],
+        "channel": plan.channel.value,
+        "state": MessageState.QUEUED.value,
+        "recipient_namespace": resolved.namespace,
+        "recipient_id": resolved.value,
+        "profile_id": profile_id,
+        "address": resolved.address or addresses.get(profile_id or ""),
+        "context": {**job.body.context, **(resolved.recipient.context or {})},
+        "profile_data": resolved.recipient.profile,
+        "due_at": due_at,
+        "attempts": 0,
+        "lease_until": None,
+        "reason": None,
+        "last_error": None,
+        "provider_message_id": None,
+        "created_at": job.now,
+        "updated_at": job.now,
+        "sent_at": None,
+    }
 
 
 # ---------------------------------------------------------------- reading

@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import available_timezones
 
 import sqlalchemy as sa
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from tidings.clock import utcnow
 from tidings.db import Database
@@ -33,12 +33,48 @@ PHONE_SEPARATORS = re.compile(r"[\s().\-]")
 _TIMEZONES = frozenset(available_timezones())
 
 
+# Plain ASCII addresses (almost all of them), checked by the rules email_validator applies to
+# such addresses: dot-atoms, labels of 1-63 letters, digits and inner hyphens, a TLD that
+# starts and ends with a letter. Anything else (Unicode, punycode, quoting, special-use
+# names) goes through email_validator itself; a test holds the two to the same answers.
+_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PLAIN_EMAIL = re.compile(
+    rf"{_ATEXT}(?:\.{_ATEXT})*@(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z])?", re.ASCII
+)
+_SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _plain_email(value: str) -> str | None:
+    """email_validator's normalized form (the domain lower-cased) of a plain address, or None
+    when the address is not plain (which does not make it invalid)."""
+    if len(value) > 254 or not _PLAIN_EMAIL.fullmatch(value.lower()):
+        return None
+    local, _, domain = value.partition("@")
+    domain = domain.lower()
+    if len(local) > 64 or "--" in domain:
+        return None
+    if any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE):
+        return None
+    return f"{local}@{domain}"
+
+
+def normalize_address(value: str) -> str:
+    """An email address as email_validator normalizes it; raises EmailNotValidError."""
+    return _plain_email(value) or validate_email(value, check_deliverability=False).normalized
+
+
+def normalize_email(value: str) -> str:
+    """An email identity: the normalized address, lower-cased."""
+    return normalize_address(value).lower()
+
+
 def normalize_identity(namespace: str, value: str, field: str = "id") -> str:
     """The canonical form of an identity value, or InvalidInput naming `field`."""
     value = value.strip()
     if namespace == EMAIL_NAMESPACE:
         try:
-            return validate_email(value, check_deliverability=False).normalized.lower()
+            return normalize_email(value)
         except EmailNotValidError as exc:
             raise InvalidInput.on(field, f"is not a valid email address ({exc})") from None
     if namespace == PHONE_NAMESPACE:

@@ -214,6 +214,14 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, secret: str) -> Principal | None:
+        """The principal of a key seen in the last `ttl_seconds`, without touching the database."""
+        with self._lock:
+            hit = self._cache.get(hash_secret(secret))
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
     def authenticate(self, secret: str) -> Principal:
         digest = hash_secret(secret)
         now = time.monotonic()
