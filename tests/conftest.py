@@ -72,13 +72,23 @@ def authorized_client(app: object, secret: str) -> TestClient:
     return client
 
 
-@pytest.fixture
-def tenant(runtime: Runtime) -> Iterator[Tenant]:
+def _new_tenant(runtime: Runtime) -> Iterator[Tenant]:
     workspace = workspaces.create_workspace(runtime.db, f"ws-{uuid.uuid4().hex[:12]}")
     _, secret = workspaces.create_api_key(runtime.db, workspace["id"], "admin", [Scope.ADMIN])
     app = create_app(runtime)
     with authorized_client(app, secret) as client:
         yield Tenant(runtime, workspace["id"], client, secret)
+
+
+@pytest.fixture
+def tenant(runtime: Runtime) -> Iterator[Tenant]:
+    yield from _new_tenant(runtime)
+
+
+@pytest.fixture
+def other_tenant(runtime: Runtime) -> Iterator[Tenant]:
+    """A second workspace on the same database, for checks that tenants stay apart."""
+    yield from _new_tenant(runtime)
 
 
 def problem_fields(response: Any) -> list[str]:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from tidings import __version__
 from tidings.ajo.api import HOT_ROUTES as AJO_HOT_ROUTES
 from tidings.ajo.api import router as ajo_router
+from tidings.audiences.api import router as audiences_router
 from tidings.campaigns.api import router as campaigns_router
 from tidings.channels.api import router as channels_router
 from tidings.console.pages import router as console_router
@@ -57,6 +58,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         executions_router,
         ajo_router,
         profiles_router,
+        audiences_router,
         console_router,
     ):
         app.include_router(router)

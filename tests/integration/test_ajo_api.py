@@ -140,8 +140,20 @@ def test_sandbox_must_be_the_keys_workspace(tenant: Tenant):
     assert anonymous.json()["status"] == 401
 
 
+def high_throughput_campaign(tenant: Tenant) -> dict[str, Any]:
+    # Personalized from the call's context alone, as review requires of such campaigns.
+    return live_campaign(
+        tenant,
+        content={
+            "subject": "Order {{ context.order.id }}",
+            "html": "<p>Order {{ context.order.id }} is confirmed</p>",
+        },
+        audience={"identity_namespace": "email", "high_throughput": True},
+    )
+
+
 def test_high_throughput_takes_external_recipients_only(tenant: Tenant):
-    campaign = live_campaign(tenant)
+    campaign = high_throughput_campaign(tenant)
     mixed = tenant.client.post(
         "/ajo/im/executions/highthroughput",
         json=unitary_body(campaign["id"]),
@@ -156,6 +168,25 @@ def test_high_throughput_takes_external_recipients_only(tenant: Tenant):
         "/ajo/im/executions/highthroughput", json=external, headers=ajo_headers(tenant)
     )
     assert accepted.status_code == 202, accepted.text
+
+
+def test_high_throughput_serves_high_throughput_campaigns_only(tenant: Tenant):
+    ordinary = live_campaign(tenant)
+    body = unitary_body(ordinary["id"], recipients=unitary_body(ordinary["id"])["recipients"][1:])
+    refused = tenant.client.post(
+        "/ajo/im/executions/highthroughput", json=body, headers=ajo_headers(tenant)
+    )
+    assert refused.status_code == 400
+    assert "campaign_id" in refused.json()["report"]["additionalContext"]
+    # And a high-throughput campaign reads no stored profile, whichever API triggers it.
+    fast = high_throughput_campaign(tenant)
+    aep = tenant.client.post(
+        "/ajo/im/executions/unitary",
+        json=unitary_body(fast["id"], requestId="ht-aep"),
+        headers=ajo_headers(tenant),
+    )
+    assert aep.status_code == 400
+    assert "recipients.0.external" in aep.json()["report"]["additionalContext"]
 
 
 def test_health(tenant: Tenant):

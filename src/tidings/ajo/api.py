@@ -15,11 +15,15 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from tidings.ajo.schemas import (
+    AjoAudienceRequest,
     AjoError,
     AjoErrorReport,
     AjoExecutionResponse,
+    AjoExecutionStatus,
+    AjoScheduledExecution,
     AjoUnitaryRequest,
 )
 from tidings.clock import utcnow
@@ -27,9 +31,12 @@ from tidings.content.schemas import field_path
 from tidings.errors import (
     FieldError,
     InvalidInput,
+    NotFound,
     PermissionDenied,
     TidingsError,
 )
+from tidings.executions import service as executions
+from tidings.executions.state import ExecutionKind
 from tidings.web import principal_of, runtime_of
 from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
@@ -88,18 +95,32 @@ def _failure(exc: TidingsError, context: dict[str, str]) -> JSONResponse:
     return _error(_status_of(exc), exc.title, context)
 
 
-async def _handle(request: Request, parse: Callable[[Any], AjoUnitaryRequest]) -> JSONResponse:
+async def _handle(
+    request: Request,
+    parse: Callable[[Any], AjoUnitaryRequest | AjoAudienceRequest],
+    high_throughput: bool = False,
+) -> JSONResponse:
     context: dict[str, str] = {}
     try:
         principal = await _principal(request)
         principal.require(Scope.EXECUTIONS_TRIGGER)
         wire = _parse(await request.body(), parse, context)
         now = utcnow()
+        execution = wire.to_execution()
         triggered = await runtime_of(request).acceptor.trigger(
-            principal.workspace_id, wire.to_execution(), now
+            principal.workspace_id, execution, now, high_throughput=high_throughput
         )
     except TidingsError as exc:
         return _failure(exc, context)
+    if isinstance(wire, AjoAudienceRequest) and wire.schedule and wire.schedule.execute_at:
+        scheduled = AjoScheduledExecution(
+            schedule_id=triggered.response["execution_id"],
+            audience={"id": wire.audience.id} if wire.audience else None,
+            campaign_id=wire.campaign_id,
+            execute_at=wire.schedule.execute_at,
+            schedule_status="Scheduled",
+        )
+        return JSONResponse(scheduled.model_dump(mode="json", by_alias=True), status_code=202)
     actor = f"api-key:{principal.key_id}"
     response = AjoExecutionResponse(
         execution_id=triggered.response["execution_id"],
@@ -134,7 +155,97 @@ def _external_only(raw: Any) -> AjoUnitaryRequest:
 async def high_throughput(request: Request) -> JSONResponse:
     """AJO's postIMUnitaryHAMessageExecution: `external` recipients only, personalized from
     the call's data (no stored profile is read)."""
-    return await _handle(request, _external_only)
+    return await _handle(request, _external_only, high_throughput=True)
+
+
+@router.post("/executions/audience", status_code=202, response_model=AjoExecutionResponse)
+async def audience(request: Request) -> JSONResponse:
+    """AJO's postIMAudienceMessageExecution: a marketing campaign to its audience (or
+    `audience.id`), now or at `schedule.executeAt` (then answered with the schedule, whose id
+    is the execution id)."""
+    return await _handle(request, AjoAudienceRequest.model_validate)
+
+
+async def _reader(request: Request) -> Principal:
+    principal = await _principal(request)
+    if not (principal.allows(Scope.EXECUTIONS_TRIGGER) or principal.allows(Scope.REPORTS_READ)):
+        raise PermissionDenied("this API key needs 'executions:trigger' or 'reports:read'")
+    return principal
+
+
+def _status_view(execution: dict[str, Any]) -> AjoExecutionStatus:
+    status = execution["status"]
+    return AjoExecutionStatus(
+        execution_id=execution["id"],
+        campaign_id=execution["campaign_id"],
+        audience_id=execution["audience_id"],
+        status="Succeeded"
+        if status == "completed"
+        else "Failed"
+        if status in ("failed", "cancelled")
+        else "InProgress",
+        targeted_profile_count=execution["recipients"],
+        created_at=execution["created_at"],
+    )
+
+
+async def _audience_execution(request: Request, execution_id: str) -> dict[str, Any]:
+    principal = await _reader(request)
+    runtime = runtime_of(request)
+    execution: dict[str, Any] = await run_in_threadpool(
+        executions.get, runtime.db, principal.workspace_id, execution_id
+    )
+    if execution["kind"] != ExecutionKind.AUDIENCE:
+        raise NotFound("no such audience execution in this workspace")
+    return execution
+
+
+@router.get("/executions/audience/{execution_id}", response_model=AjoExecutionStatus)
+async def audience_status(request: Request, execution_id: str) -> JSONResponse:
+    """AJO's getBatchExecutionStatusByExecutionId."""
+    try:
+        execution = await _audience_execution(request, execution_id)
+    except TidingsError as exc:
+        return _failure(exc, {})
+    return JSONResponse(_status_view(execution).model_dump(mode="json", by_alias=True))
+
+
+def _schedule_view(execution: dict[str, Any]) -> AjoScheduledExecution:
+    return AjoScheduledExecution(
+        schedule_id=execution["id"],
+        audience={"id": execution["audience_id"]} if execution["audience_id"] else None,
+        campaign_id=execution["campaign_id"],
+        execute_at=execution["execute_at"],
+        schedule_status="Scheduled" if execution["status"] == "scheduled" else "Triggered",
+        execution_details=_status_view(execution),
+    )
+
+
+@router.get("/executions/schedules/{schedule_id}", response_model=AjoScheduledExecution)
+async def schedule_status(request: Request, schedule_id: str) -> JSONResponse:
+    """AJO's getBatchExecutionStatusByScheduleId; a deleted (cancelled) schedule is gone."""
+    try:
+        execution = await _audience_execution(request, schedule_id)
+        if execution["status"] == "cancelled":
+            raise NotFound("no such schedule in this workspace")
+    except TidingsError as exc:
+        return _failure(exc, {})
+    return JSONResponse(_schedule_view(execution).model_dump(mode="json", by_alias=True))
+
+
+@router.delete("/executions/schedules/{schedule_id}")
+async def delete_schedule(request: Request, schedule_id: str) -> JSONResponse:
+    """AJO's deleteScheduledExecution: before it has fired; afterwards a 409."""
+    try:
+        principal = await _principal(request)
+        principal.require(Scope.EXECUTIONS_TRIGGER)
+        await _audience_execution(request, schedule_id)
+        await run_in_threadpool(
+            executions.cancel, runtime_of(request).db, principal.workspace_id, schedule_id, utcnow()
+        )
+    except TidingsError as exc:
+        return _failure(exc, {})
+    return JSONResponse({})
 
 
 @router.get("/health")

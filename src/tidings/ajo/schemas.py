@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tidings.executions.schemas import (
     MAX_UNITARY_RECIPIENTS,
@@ -63,6 +63,57 @@ class AjoUnitaryRequest(_Wire):
                 for r in self.recipients
             ],
         )
+
+
+class AjoAudience(_Wire):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class AjoSchedule(_Wire):
+    execute_at: AwareDatetime | None = Field(default=None, alias="executeAt")
+
+
+class AjoAudienceRequest(_Wire):
+    """imExecutionRequestAudience: requestId is optional here (required for unitary)."""
+
+    request_id: str | None = Field(default=None, alias="requestId", min_length=1, max_length=200)
+    campaign_id: str = Field(alias="campaignId", min_length=1, max_length=64)
+    audience: AjoAudience | None = None
+    context: dict[str, Any] | None = None
+    schedule: AjoSchedule | None = None
+
+    def to_execution(self) -> ExecutionCreate:
+        return ExecutionCreate(
+            campaign_id=self.campaign_id,
+            request_id=self.request_id,
+            audience_id=self.audience.id if self.audience else None,
+            context=self.context or {},
+            execute_at=self.schedule.execute_at if self.schedule else None,
+        )
+
+
+class AjoExecutionStatus(BaseModel):
+    """executionStatusResponse."""
+
+    execution_id: str = Field(serialization_alias="executionId")
+    campaign_id: str = Field(serialization_alias="campaignId")
+    audience_id: str | None = Field(serialization_alias="audienceId")
+    status: Literal["Succeeded", "InProgress", "Failed"]
+    targeted_profile_count: int = Field(serialization_alias="targetedProfileCount")
+    created_at: datetime = Field(serialization_alias="createdAt")
+
+
+class AjoScheduledExecution(BaseModel):
+    """ScheduledExecutionResponse: the schedule id is the execution id."""
+
+    schedule_id: str = Field(serialization_alias="scheduleId")
+    audience: dict[str, str] | None
+    campaign_id: str = Field(serialization_alias="campaignId")
+    execute_at: datetime | None = Field(serialization_alias="executeAt")
+    schedule_status: Literal["Scheduled", "Triggered"] = Field(serialization_alias="scheduleStatus")
+    execution_details: AjoExecutionStatus | None = Field(
+        default=None, serialization_alias="executionDetails"
+    )
 
 
 class AjoExecutionResponse(BaseModel):

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from tidings.content.engine import TemplateEngine
-from tidings.content.schemas import parse_content
-from tidings.content.service import check_content
+from tidings.content.schemas import Content, parse_content
+from tidings.content.service import check_content, content_field, template_sources
 from tidings.errors import FieldError, InvalidInput
 from tidings.vocabulary import Category, Channel
 
@@ -36,9 +36,17 @@ def review_version(
     known_profile_paths: Callable[[set[str]], set[str]],
     now: datetime,
     default_smtp_url: str | None = None,
+    audience_exists: Callable[[str], bool] | None = None,
 ) -> ReviewResult:
-    """Checks one version of a campaign against everything activation needs."""
+    """Checks one version of a campaign against everything activation needs.
+
+    `audience_exists` says whether the workspace has an audience; without it the audience a
+    marketing campaign names is not looked up.
+    """
     result = ReviewResult()
+    high_throughput = category is Category.TRANSACTIONAL and bool(
+        version["audience"].get("high_throughput")
+    )
     _review_configuration(result, category, channel, version, configuration)
     if (
         channel is Channel.EMAIL
@@ -66,7 +74,8 @@ def review_version(
         result.context_paths = sorted(check.context_paths)
         known = known_profile_paths(set(check.profile_paths))
         for path, source_field in sorted(check.profile_paths.items()):
-            if path not in known:
+            # High-throughput content may read no profile at all: that error says enough.
+            if path not in known and not high_throughput:
                 result.warnings.append(
                     FieldError(
                         source_field,
@@ -74,9 +83,32 @@ def review_version(
                     )
                 )
 
-    _review_audience(result, category, version["audience"])
+        if high_throughput:
+            _review_high_throughput_content(result, engine, content)
+
+    _review_audience(result, category, version["audience"], audience_exists)
     _review_schedule(result, version, now)
     return result
+
+
+def _review_high_throughput_content(
+    result: ReviewResult, engine: TemplateEngine, content: Content | None
+) -> None:
+    """High-throughput recipients are external: no stored profile, only the call's context."""
+    if content is None:
+        return
+    for name, source in template_sources(content).items():
+        if engine.syntax_problem(source) is not None:
+            continue  # check_content reported it
+        for variable in sorted(engine.variables(source)):
+            if variable.partition(".")[0] == "profile":
+                result.errors.append(
+                    FieldError(
+                        content_field(name),
+                        f"{variable} is not available: a high-throughput campaign sends to "
+                        "external recipients with no profile; personalize with context",
+                    )
+                )
 
 
 def _review_configuration(
@@ -110,15 +142,37 @@ def _review_configuration(
             )
 
 
-def _review_audience(result: ReviewResult, category: Category, audience: Mapping[str, Any]) -> None:
-    if category is Category.MARKETING and not audience.get("audience_id"):
+def _review_audience(
+    result: ReviewResult,
+    category: Category,
+    audience: Mapping[str, Any],
+    audience_exists: Callable[[str], bool] | None,
+) -> None:
+    audience_id = audience.get("audience_id")
+    if (
+        category is Category.MARKETING
+        and audience_id
+        and audience_exists is not None
+        and not audience_exists(audience_id)
+    ):
+        result.errors.append(
+            FieldError("audience.audience_id", "no such audience in this workspace")
+        )
+    if category is Category.MARKETING and audience.get("high_throughput"):
+        result.errors.append(
+            FieldError(
+                "audience.high_throughput",
+                "only transactional campaigns can be high-throughput",
+            )
+        )
+    if category is Category.MARKETING and not audience_id:
         result.warnings.append(
             FieldError(
                 "audience.audience_id",
                 "no audience: the campaign can only be triggered with recipients in the call",
             )
         )
-    if category is Category.TRANSACTIONAL and audience.get("audience_id"):
+    if category is Category.TRANSACTIONAL and audience_id:
         result.warnings.append(
             FieldError(
                 "audience.audience_id",

@@ -38,6 +38,11 @@ class AudienceSpec(_Strict):
     )
     create_new_profiles: bool = False
     audience_id: str | None = Field(default=None, max_length=64)
+    high_throughput: bool = Field(
+        default=False,
+        description="Transactional only: triggered for external recipients with no stored "
+        "profile (AJO's high-throughput executions), so content may use `context`, not `profile`",
+    )
 
 
 MIN_YEAR, MAX_YEAR = 2000, 9000
@@ -100,6 +105,8 @@ class AudienceOut(BaseModel):
     identity_namespace: str
     create_new_profiles: bool
     audience_id: str | None
+    # Versions stored before the field existed lack the key.
+    high_throughput: bool = False
 
 
 class CampaignOut(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from tidings.audiences import service as audiences
 from tidings.campaigns.models import campaign_version_tags, campaign_versions, campaigns
 from tidings.campaigns.review import ReviewResult, review_version
 from tidings.campaigns.schemas import (
@@ -416,6 +417,7 @@ def _review(
         known_profile_paths=lambda paths: profiles.known_attribute_paths(conn, workspace_id, paths),
         now=utcnow(),
         default_smtp_url=default_smtp_url,
+        audience_exists=lambda audience_id: audiences.exists(conn, workspace_id, audience_id),
     )
 
 

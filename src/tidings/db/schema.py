@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tidings.audiences import models as audiences_models
 from tidings.campaigns import models as campaigns_models
 from tidings.channels import models as channels_models
 from tidings.db.metadata import metadata
@@ -10,6 +11,7 @@ from tidings.profiles import models as profiles_models
 from tidings.workspaces import models as workspaces_models
 
 __all__ = [
+    "audiences_models",
     "campaigns_models",
     "channels_models",
     "executions_models",

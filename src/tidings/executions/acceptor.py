@@ -39,8 +39,11 @@ class TriggerAcceptor:
         now: datetime,
         idempotency_key: str | None = None,
         json_text: bytes | None = None,
+        high_throughput: bool = False,
     ) -> Triggered:
-        job = service.prepare(workspace_id, body, now, idempotency_key, json_text)
+        job = service.prepare(
+            workspace_id, body, now, idempotency_key, json_text, high_throughput=high_throughput
+        )
         with service.IN_FLIGHT.hold(job):
             outcome = await asyncio.wrap_future(self._committer.submit(job))
         if isinstance(outcome, BaseException):

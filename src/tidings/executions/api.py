@@ -64,7 +64,9 @@ def _require_reader(principal: Principal) -> None:
     ),
 )
 async def create_execution(request: Request, runtime: RuntimeDep, principal: Trigger) -> Response:
-    """Accepts a unitary execution: 1 to 20 recipients, each with its own context.
+    """Accepts an execution: unitary (1 to 20 recipients, each with its own context merged
+    over the shared one) or, without recipients, an audience execution of a marketing campaign
+    (its audience or `audience_id`), now or at `execute_at`.
 
     The execution and its messages are on disk when this answers 202. The same `request_id`
     (or `Idempotency-Key`) with the same body answers the original response again and sends
@@ -113,6 +115,18 @@ def get_execution(
     _require_reader(principal)
     return ExecutionOut.model_validate(
         service.get(runtime.db, principal.workspace_id, execution_id)
+    )
+
+
+@router.delete("/{execution_id}", response_model=ExecutionOut)
+def cancel_execution(
+    execution_id: ExecutionId, runtime: RuntimeDep, principal: Trigger
+) -> ExecutionOut:
+    """Cancels an execution before it fires: a scheduled audience execution, or a unitary one
+    whose `execute_at` has not come (its messages become `cancelled`). 409 once it has fired;
+    cancelling a cancelled execution answers it again."""
+    return ExecutionOut.model_validate(
+        service.cancel(runtime.db, principal.workspace_id, execution_id, utcnow())
     )
 
 

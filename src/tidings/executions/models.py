@@ -22,7 +22,17 @@ executions = sa.Table(
     sa.Column("recipient_count", sa.Integer(), nullable=False),
     sa.Column("execute_at", UTCDateTime(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Audience executions: the audience, the call's context (their messages are created when
+    # the execution fires), and the fan-out's progress: the last profile id queued moves in the
+    # same transaction as the messages it queued, so a crash neither loses nor repeats one.
+    id_column("audience_id", nullable=True),
+    sa.Column("context", json_type(), nullable=True),
+    id_column("fanout_cursor", nullable=True),
+    sa.Column("fired_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("failure", sa.Text(), nullable=True),
     sa.Index("ix_executions_workspace_campaign", "workspace_id", "campaign_id", "id"),
+    sa.Index("ix_executions_status_execute_at", "status", "execute_at"),
 )
 
 # The message table is the queue: a worker claims rows whose due_at has come.

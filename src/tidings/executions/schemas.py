@@ -49,27 +49,51 @@ class ExecutionCreate(_Strict):
         default=None, min_length=1, max_length=200, description="Idempotency key"
     )
     recipients: list[Recipient] | None = Field(
-        default=None, min_length=1, max_length=MAX_UNITARY_RECIPIENTS
+        default=None,
+        min_length=1,
+        max_length=MAX_UNITARY_RECIPIENTS,
+        description="A unitary execution's recipients; leave out for an audience execution",
+    )
+    audience_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Audience executions: this audience instead of the campaign's",
     )
     context: dict[str, Any] = Field(default_factory=dict)
-    execute_at: AwareDatetime | None = None
+    execute_at: AwareDatetime | None = Field(
+        default=None, description="When to send; now when left out or in the past"
+    )
 
 
 class ExecutionAccepted(BaseModel):
     execution_id: str
     request_id: str | None
-    accepted: int
+    accepted: int = Field(description="Messages queued by this call (0 for an audience one)")
+    status: str = Field(
+        default="accepted",
+        description="`accepted` (messages queued) or `scheduled` (an audience execution)",
+    )
 
 
 class ExecutionOut(BaseModel):
     id: str
     campaign_id: str
     version: int
-    kind: str
-    status: str
+    kind: str = Field(description="`unitary` or `audience`")
+    status: str = Field(
+        description="scheduled, running (messages pending or the audience being queued), "
+        "completed (every message in a final state), cancelled or failed"
+    )
     request_id: str | None
-    recipients: int
+    audience_id: str | None = None
+    recipients: int = Field(description="Messages queued so far")
     counts: dict[str, int] = Field(description="Messages per state")
+    execute_at: datetime | None = None
+    fired_at: datetime | None = Field(
+        default=None, description="When an audience execution started queueing messages"
+    )
+    finished_at: datetime | None = None
+    failure: str | None = Field(default=None, description="Why a failed execution failed")
     created_at: datetime
 
 

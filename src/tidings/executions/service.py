@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 from email_validator import EmailNotValidError
 
+from tidings.audiences.models import audiences
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.campaigns.state import TRIGGERABLE, CampaignStatus
 from tidings.content.schemas import MAX_CONTEXT_BYTES
@@ -23,16 +24,16 @@ from tidings.delivery.state import TERMINAL, MessageState
 from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound, TidingsError
 from tidings.executions.models import executions, idempotency_keys, messages
 from tidings.executions.schemas import ExecutionCreate, Recipient
+from tidings.executions.state import ExecutionKind, ExecutionStatus, check_execution_move
 from tidings.ids import new_id
 from tidings.json_data import plainly_storable, unstorable
 from tidings.pagination import keyset_page
 from tidings.profiles import service as profiles
 from tidings.profiles.models import profile_identities
 from tidings.profiles.models import profiles as profiles_table
-from tidings.vocabulary import EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
+from tidings.vocabulary import EMAIL_NAMESPACE, PHONE_NAMESPACE, Category, Channel
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
-UNITARY = "unitary"
 # The identity namespace whose value is the address on each channel.
 ADDRESS_NAMESPACES = {Channel.EMAIL: EMAIL_NAMESPACE, Channel.SMS: PHONE_NAMESPACE}
 
@@ -55,6 +56,8 @@ class TriggerJob:
     key: str | None
     digest: str
     now: datetime
+    # Came through AJO's high-throughput endpoint, which serves high-throughput campaigns only.
+    high_throughput: bool = False
 
 
 class _InFlight:
@@ -103,6 +106,8 @@ def prepare(
     now: datetime,
     idempotency_key: str | None = None,
     json_text: bytes | None = None,
+    *,
+    high_throughput: bool = False,
 ) -> TriggerJob:
     """Checks what needs no database; raises InvalidInput naming the fields.
 
@@ -119,6 +124,7 @@ def prepare(
         key=key,
         digest=request_hash(body) if key is not None else "",
         now=now,
+        high_throughput=high_throughput,
     )
 
 
@@ -144,11 +150,8 @@ def trigger(
 
 def _check_payload(body: ExecutionCreate, walk: bool = True) -> None:
     errors = ErrorCollector()
-    if body.recipients is None:
-        errors.add(
-            "recipients",
-            "audience executions (no recipients) are not available yet; send 1 to 20 recipients",
-        )
+    if body.recipients is not None and body.audience_id is not None:
+        errors.add("audience_id", "is for audience executions, which take no recipients")
     documents: list[tuple[str, dict[str, Any], int | None]] = [
         ("context", body.context, MAX_CONTEXT_BYTES)
     ]
@@ -198,6 +201,8 @@ class _Plan:
     campaign: Mapping[str, Any]
     channel: Channel
     recipients: list[_Resolved]
+    # Set for an audience execution (no recipients in the call).
+    audience_id: str | None = None
 
 
 def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcome]:
@@ -216,6 +221,11 @@ def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcom
                 plans[index] = _plan(job, live.get((job.workspace_id, job.body.campaign_id)))
             except TidingsError as exc:
                 outcomes[index] = exc
+    for index in _missing_audiences(conn, plans):
+        outcomes[index] = InvalidInput.on(
+            "audience_id", "no such audience in this workspace (the call's or the campaign's)"
+        )
+        del plans[index]
     profile_ids = _profile_ids(conn, plans.values())
     created: dict[_IdentityKey, dict[str, Any]] = {}
     for index, plan in list(plans.items()):
@@ -233,18 +243,26 @@ def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcom
         job = plan.job
         execution_id = new_id()
         due_at = max(job.body.execute_at or job.now, job.now)
+        audience = plan.audience_id is not None
+        status = ExecutionStatus.SCHEDULED if audience else ExecutionStatus.ACCEPTED
         execution_rows.append(
             {
                 "id": execution_id,
                 "workspace_id": job.workspace_id,
                 "campaign_id": plan.campaign["id"],
                 "version_id": plan.campaign["version_id"],
-                "kind": UNITARY,
-                "status": "accepted",
+                "kind": (ExecutionKind.AUDIENCE if audience else ExecutionKind.UNITARY).value,
+                "status": status.value,
                 "request_id": job.key,
                 "recipient_count": len(plan.recipients),
-                "execute_at": job.body.execute_at,
+                "execute_at": due_at if audience else job.body.execute_at,
                 "created_at": job.now,
+                "audience_id": plan.audience_id,
+                "context": job.body.context if audience else None,
+                "fanout_cursor": None,
+                "fired_at": None,
+                "finished_at": None,
+                "failure": None,
             }
         )
         for resolved in plan.recipients:
@@ -260,6 +278,7 @@ def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcom
             "execution_id": execution_id,
             "request_id": job.key,
             "accepted": len(plan.recipients),
+            "status": status.value,
         }
         if job.key is not None:
             key_rows.append(
@@ -356,6 +375,7 @@ _LIVE_COLUMNS = (
     campaigns.c.workspace_id,
     campaigns.c.status,
     campaigns.c.channel,
+    campaigns.c.category,
     campaign_versions.c.id.label("version_id"),
     campaign_versions.c.audience,
     campaign_versions.c.start_at,
@@ -389,8 +409,71 @@ def _plan(job: TriggerJob, campaign: Mapping[str, Any] | None) -> _Plan:
     if campaign["end_at"] and job.now >= campaign["end_at"]:
         raise InvalidInput.on("campaign_id", "the campaign's schedule has ended")
     channel = Channel(campaign["channel"])
+    _check_throughput_mode(job, campaign)
+    if job.body.recipients is None:
+        return _Plan(job, campaign, channel, [], _audience_of(job, campaign))
     namespace = campaign["audience"]["identity_namespace"]
     return _Plan(job, campaign, channel, _resolve_recipients(job.body, channel, namespace))
+
+
+def _check_throughput_mode(job: TriggerJob, campaign: Mapping[str, Any]) -> None:
+    """High-throughput campaigns personalize from the call alone (review holds their content
+    to it): they take external recipients only, and only they take the high-throughput API."""
+    high_throughput = bool(campaign["audience"].get("high_throughput"))
+    if job.high_throughput and not high_throughput:
+        raise InvalidInput.on(
+            "campaign_id", "is not a high-throughput campaign; use the unitary API"
+        )
+    if high_throughput:
+        errors = ErrorCollector()
+        for index, recipient in enumerate(job.body.recipients or []):
+            if not recipient.external:
+                errors.add(
+                    f"recipients.{index}.external",
+                    "a high-throughput campaign takes external recipients only",
+                )
+        errors.raise_if_any("some recipients are not external")
+
+
+def _audience_of(job: TriggerJob, campaign: Mapping[str, Any]) -> str:
+    """The audience an audience execution sends to, checked against the campaign."""
+    if Category(campaign["category"]) is not Category.MARKETING:
+        raise InvalidInput.on(
+            "recipients",
+            "transactional campaigns send to the recipients of the call; "
+            "audience executions are for marketing campaigns",
+        )
+    audience_id = job.body.audience_id or campaign["audience"].get("audience_id")
+    if not audience_id:
+        raise InvalidInput.on(
+            "audience_id", "the campaign has no audience: give audience_id or recipients"
+        )
+    execute_at = job.body.execute_at
+    if execute_at is not None and campaign["end_at"] and execute_at >= campaign["end_at"]:
+        raise InvalidInput.on("execute_at", "is after the end of the campaign's schedule")
+    return str(audience_id)
+
+
+def _missing_audiences(conn: sa.Connection, plans: Mapping[int, _Plan]) -> list[int]:
+    """The requests of the batch whose audience does not exist in their workspace."""
+    wanted = {
+        (plan.job.workspace_id, plan.audience_id)
+        for plan in plans.values()
+        if plan.audience_id is not None
+    }
+    if not wanted:
+        return []
+    rows = conn.execute(
+        sa.select(audiences.c.workspace_id, audiences.c.id).where(
+            audiences.c.id.in_({audience_id for _, audience_id in wanted})
+        )
+    )
+    found = {(row.workspace_id, row.id) for row in rows}
+    return [
+        index
+        for index, plan in plans.items()
+        if plan.audience_id is not None and (plan.job.workspace_id, plan.audience_id) not in found
+    ]
 
 
 def _stored(plan: _Plan) -> list[_Resolved]:
@@ -596,29 +679,84 @@ def _load_execution(conn: sa.Connection, workspace_id: str, execution_id: str) -
     return dict(row)
 
 
-def get(db: Database, workspace_id: str, execution_id: str) -> dict[str, Any]:
-    with db.read() as conn:
-        execution = _load_execution(conn, workspace_id, execution_id)
-        counts = {
-            row.state: row.count
-            for row in conn.execute(
-                sa.select(messages.c.state, sa.func.count().label("count"))
-                .where(messages.c.execution_id == execution_id)
-                .group_by(messages.c.state)
-            )
-        }
+def _counts(conn: sa.Connection, execution_id: str) -> dict[str, int]:
+    return {
+        row.state: row.total
+        for row in conn.execute(
+            sa.select(messages.c.state, sa.func.count().label("total"))
+            .where(messages.c.execution_id == execution_id)
+            .group_by(messages.c.state)
+        )
+    }
+
+
+def reported_status(status: ExecutionStatus, counts: Mapping[str, int]) -> str:
+    """What a caller sees: the stored status, or for an accepted execution whether every
+    message has reached a final state."""
+    if status is ExecutionStatus.FANNING_OUT:
+        return "running"
+    if status is not ExecutionStatus.ACCEPTED:
+        return status.value
     finished = all(MessageState(state) in TERMINAL for state in counts)
+    return "completed" if finished else "running"
+
+
+def _view(execution: Mapping[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     return {
         "id": execution["id"],
         "campaign_id": execution["campaign_id"],
         "version": execution["version"],
         "kind": execution["kind"],
-        "status": "completed" if finished else "running",
+        "status": reported_status(ExecutionStatus(execution["status"]), counts),
         "request_id": execution["request_id"],
+        "audience_id": execution["audience_id"],
         "recipients": execution["recipient_count"],
         "counts": counts,
+        "execute_at": execution["execute_at"],
+        "fired_at": execution["fired_at"],
+        "finished_at": execution["finished_at"],
+        "failure": execution["failure"],
         "created_at": execution["created_at"],
     }
+
+
+def get(db: Database, workspace_id: str, execution_id: str) -> dict[str, Any]:
+    with db.read() as conn:
+        execution = _load_execution(conn, workspace_id, execution_id)
+        return _view(execution, _counts(conn, execution_id))
+
+
+def cancel(db: Database, workspace_id: str, execution_id: str, now: datetime) -> dict[str, Any]:
+    """Cancels an execution that has not fired: a scheduled audience execution, or a unitary
+    one whose messages all still wait for their execute_at. Conflict once anything was sent."""
+    with db.write() as conn:
+        execution = _load_execution(conn, workspace_id, execution_id)
+        status = ExecutionStatus(execution["status"])
+        if status is ExecutionStatus.CANCELLED:
+            return _view(execution, _counts(conn, execution_id))
+        fired = (
+            status is not ExecutionStatus.SCHEDULED
+            if execution["kind"] == ExecutionKind.AUDIENCE
+            else execution["execute_at"] is None or execution["execute_at"] <= now
+        )
+        if fired:
+            raise Conflict("the execution has already fired; only a scheduled one can be cancelled")
+        check_execution_move(status, ExecutionStatus.CANCELLED)
+        # Only queued messages can be cancelled; claiming is what fires them, and a claim
+        # takes the same write lock (or row locks), so none moves while this runs.
+        pending = [MessageState.QUEUED.value, MessageState.DEFERRED.value]
+        conn.execute(
+            messages.update()
+            .where(messages.c.execution_id == execution_id, messages.c.state.in_(pending))
+            .values(state=MessageState.CANCELLED.value, updated_at=now)
+        )
+        conn.execute(
+            executions.update()
+            .where(executions.c.id == execution_id)
+            .values(status=ExecutionStatus.CANCELLED.value, finished_at=now)
+        )
+        execution = _load_execution(conn, workspace_id, execution_id)
+        return _view(execution, _counts(conn, execution_id))
 
 
 def list_messages(

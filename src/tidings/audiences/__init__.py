@@ -1,0 +1,1 @@
+"""Audiences: who an audience execution of a marketing campaign sends to."""
