@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import Tenant
 from tests.integration.test_executions import live_campaign, recipient
 from tidings.channels.adapters import Accepted, OutboundMessage, SendFailed, SendOutcome
 from tidings.delivery import queue
 from tidings.delivery.deliverer import Deliverer
+from tidings.delivery.worker import Worker
 from tidings.executions.models import messages
 from tidings.runtime import Runtime
 from tidings.vocabulary import Channel
@@ -244,3 +246,61 @@ def test_marketing_respects_an_opt_out_and_transactional_does_not(tenant: Tenant
     row = states(tenant, sent_marketing)["optout@example.com"]
     assert (row["state"], row["reason"]) == ("excluded", "no_consent")
     assert states(tenant, sent_receipt)["optout@example.com"]["state"] == "sent"
+
+
+def test_the_worker_wakes_on_notice_and_keeps_its_in_flight_bound(tenant: Tenant):
+    """A notice from the trigger path, not the poll interval, starts delivery; while it
+    delivers, no more than a batch is claimed and unrecorded at any moment."""
+    adapter = RecordingAdapter()
+    campaign = live_campaign(tenant)
+    runtime = deliverer_for(tenant.runtime, adapter, delivery_batch_size=10).runtime
+    runtime.settings = runtime.settings.model_copy(update={"worker_poll_seconds": 30.0})
+    worker = Worker(runtime, {channel: adapter for channel in Channel})
+    held: list[int] = []
+    claim = worker.deliverer.claim
+
+    async def counting_claim(limit: int) -> list[queue.ClaimedMessage]:
+        claimed = await claim(limit)
+        with runtime.db.read() as conn:
+            held.append(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        messages.c.state == "sending", messages.c.campaign_id == campaign["id"]
+                    )
+                ).scalar_one()
+            )
+        return claimed
+
+    worker.deliverer.claim = counting_claim  # type: ignore[method-assign]
+
+    def woken() -> list[str]:
+        # The database may hold other tests' messages, which this worker delivers too.
+        return [message.to for message in adapter.sent if message.to.startswith("wake")]
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(0.2)  # the first poll found nothing; the next is 30 s away
+        for chunk in range(3):  # 20 recipients a call at most
+            await asyncio.to_thread(
+                trigger,
+                tenant,
+                campaign,
+                *(recipient(f"wake{chunk}-{i}@example.com") for i in range(15)),
+                context={"order": {"id": "W"}},
+            )
+        started = time.monotonic()
+        runtime.work.notify()
+        while len(woken()) < 45 and time.monotonic() - started < 10:
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        stop.set()
+        await running
+        return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert sorted(woken()) == sorted(
+        f"wake{c}-{i}@example.com" for c in range(3) for i in range(15)
+    )
+    assert elapsed < 5
+    assert held and max(held) <= 10

@@ -55,7 +55,23 @@ class RecordingHandler:
     logins: list[tuple[str, str]] = field(default_factory=list)
     quits: int = 0
     transports: list[Any] = field(default_factory=list)
+    # Advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd reads pipelined commands
+    # line by line either way, but the client only pipelines when it is offered.
+    pipelining: bool = False
     _carried: dict[Any, int] = field(default_factory=dict)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self,
@@ -141,8 +157,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(**options: Any) -> Iterator[SmtpServer]:
-    handler = RecordingHandler()
+def running_server(*, pipelining: bool = False, **options: Any) -> Iterator[SmtpServer]:
+    handler = RecordingHandler(pipelining=pipelining)
     port = free_port()
     controller = Controller(
         handler,
@@ -160,9 +176,9 @@ def running_server(**options: Any) -> Iterator[SmtpServer]:
         controller.stop()
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    with running_server() as server:
+@pytest.fixture(params=[False, True], ids=["one-command-a-time", "pipelining"])
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    with running_server(pipelining=request.param) as server:
         yield server
 
 
@@ -489,3 +505,19 @@ def test_starttls_when_required(certificate: Certificate):
     failed = failure(refused)
     # The session, not the message, is refused: the URL can be fixed while the message waits.
     assert (failed.reason, failed.retryable) == ("smtp_530", True)
+
+
+def test_the_adapter_runs_on_uvloop(smtp_server: SmtpServer):
+    # `tidings serve` runs on uvloop, whose transports are not asyncio.Transport subclasses.
+    uvloop = pytest.importorskip("uvloop")
+    adapter = SmtpAdapter(pool_size=2, local_hostname="client.test")
+
+    async def run() -> list[SendOutcome]:
+        try:
+            return await adapter.send([outbound(i, url=smtp_server.url) for i in range(6)])
+        finally:
+            await adapter.close()
+
+    outcomes = uvloop.run(run())
+    assert all(isinstance(outcome, Accepted) for outcome in outcomes), outcomes
+    assert len(smtp_server.handler.received) == 6

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
-from tidings.content.engine import RenderingError, TemplateEngine, trusted
+from tidings.content.engine import RenderingError, TemplateEngine, template_views, trusted
 
 
 @pytest.fixture
@@ -122,3 +123,72 @@ def test_compilation_is_cached_by_source(engine):
     first = engine.compile({"a.txt": "{{ x }}"})
     assert engine.compile({"a.txt": "{{ x }}"}) is first
     assert engine.compile({"a.txt": "{{ y }}"}) is not first
+
+
+def _outcome(render: Callable[[], dict[str, str]]) -> dict[str, str] | str:
+    try:
+        return render()
+    except RenderingError as exc:
+        return str(exc)
+
+
+def _full_views(engine: TemplateEngine, sources: dict[str, str], data: dict) -> dict[str, str]:
+    """Renders with every container copied into views, whatever the templates read."""
+    compiled = engine.compile(sources)
+    views = {key: template_views(value) for key, value in data.items()}
+    return {name: compiled.render(name, views, engine.max_output_chars) for name in sources}
+
+
+@pytest.mark.parametrize(
+    ("source", "paths"),
+    [
+        ("{{ context.order.items|length }}", (("context", "order", "items"),)),
+        (
+            "{% for i in context.order.items %}{{ i.name }}{{ loop.index }}{% endfor %}"
+            "{{ profile.keys }}",
+            (("context", "order", "items"), ("profile", "keys")),
+        ),
+        ("{{ context.items.first.count }}", (("context", "items", "first", "count"),)),
+        # Each is a read that no static path pins down: all the data becomes views.
+        ("{% for o in context.orders %}{{ o.items }}{% endfor %}", None),
+        ("{{ context.order['items'] }}", None),
+        ("{{ context|attr('items') }}", None),
+        ("{% set context = profile.address %}{{ context.items }}", None),
+        ("{{ context.items }}{% set context = profile %}{{ context.items }}", None),
+        ("{{ 'context.items' }}", None),
+        ("{{ (context.order).items }}", None),
+    ],
+)
+def test_method_reads_on_static_paths_are_found(engine, source, paths):
+    assert engine.compile({"t.txt": source})._paths == paths
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "[{{ context.order.items }}]{{ context.order.items|length }}",
+        "{% for i in context.order.items %}{{ i.name }}{% endfor %}[{{ context.keys }}]",
+        "[{{ context.order.values }}][{{ profile.get }}][{{ context.list.count }}]",
+        "[{{ context.items.first.count }}][{{ context.list.pop }}]",
+        "{% if context.order.items %}yes{% else %}no{% endif %}",
+    ],
+)
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"order": {"items": [{"name": "tea"}, {"name": "cake"}]}, "list": [1, 2]},
+        {"order": {"id": 1}, "list": [], "items": {"first": [3]}},
+        {"order": [1, 2], "keys": "k", "list": "not a list"},
+        {},
+    ],
+)
+def test_guarding_static_paths_renders_like_full_views(engine, source, context):
+    data = {"profile": {"firstName": "Ada"}, "context": context}
+    snapshot = repr(data)
+    sources = {"t.txt": source}
+    assert engine.compile(sources)._paths is not None
+    assert _outcome(lambda: engine.render(sources, data)) == _outcome(
+        lambda: _full_views(engine, sources, data)
+    )
+    # Only copies are wrapped: the caller's data is as it was.
+    assert repr(data) == snapshot

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,106 @@ def needs_views(source: str) -> bool:
     return any(_METHOD_READ.search(tag) for tag in _TAG.findall(source))
 
 
+# A dotted chain of names in a tag (`context.order.items`), not part of a longer expression
+# such as `f().items` or `x[0].items`.
+_CHAIN = re.compile(r"(?<![\w.\])])([A-Za-z_]\w*)((?:\s*\.\s*[A-Za-z_]\w*)+)")
+_DOT_READ = re.compile(rf"(?<!\bloop)\.\s*(?:{_METHOD_NAMES})\b")
+_OTHER_READ = re.compile(rf"['\"](?:{_METHOD_NAMES})['\"]|\|\s*attr\b")
+_STATEMENT = re.compile(r"\{%-?\s*(\w+)(.*?)-?%\}", re.DOTALL)
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def guarded_paths(
+    sources: Mapping[str, str], undeclared: Callable[[str], set[str]]
+) -> tuple[tuple[str, ...], ...] | None:
+    """Where templates that name dict or list methods name them, when that is known statically.
+
+    Each path runs from a variable to a method-named name (`context.order.items` gives
+    ("context", "order", "items")). None when some read cannot be pinned down so: a name read
+    on something other than a variable's static path (a loop variable, a call's result), a
+    quoted name, the attr filter, or a variable the template rebinds. `undeclared` lists a
+    source's nested undeclared variables (`context.order.items`): a chain found in the text
+    counts only when the engine agrees it reads that variable's data.
+    """
+    paths: set[tuple[str, ...]] = set()
+    for source in sources.values():
+        reads: set[str] | None = None
+        for tag in _TAG.findall(source):
+            if _OTHER_READ.search(tag):
+                return None
+            wanted = len(_DOT_READ.findall(tag))
+            if not wanted:
+                continue
+            if reads is None:
+                reads = undeclared(source)
+            found = 0
+            for match in _CHAIN.finditer(tag):
+                names = [match.group(1), *(n.strip() for n in match.group(2).split(".")[1:])]
+                last = max(
+                    (
+                        index
+                        for index in range(1, len(names))
+                        if names[index] in CONTAINER_METHODS and names[index - 1] != "loop"
+                    ),
+                    default=0,
+                )
+                if not last:
+                    continue
+                if ".".join(names) not in reads:
+                    return None
+                found += sum(
+                    1
+                    for index in range(1, last + 1)
+                    if names[index] in CONTAINER_METHODS and names[index - 1] != "loop"
+                )
+                paths.add(tuple(names[: last + 1]))
+            if found != wanted:
+                return None
+    roots = {path[0] for path in paths}
+    for source in sources.values():
+        for keyword, rest in _STATEMENT.findall(source):
+            if keyword == "set":
+                bound = rest.split("=", 1)[0]
+            elif keyword == "for":
+                bound = rest.split(" in ", 1)[0]
+            elif keyword in ("with", "macro", "call", "import", "from"):
+                bound = rest
+            else:
+                continue
+            if roots.intersection(_NAME.findall(bound)):
+                return None
+    return tuple(sorted(paths))
+
+
+class _Unguardable(Exception):
+    """The data is not of the JSON shapes guard() knows."""
+
+
+def guard(value: Any, path: Sequence[str]) -> Any:
+    """`value` with the containers on `path` that lack the key a template reads there, and
+    have a method of that name, replaced by shallow views (copies only along the path)."""
+    name, rest = path[0], path[1:]
+    kind = type(value)
+    if kind is dict or kind is _TemplateMap:
+        if name not in value:
+            return _TemplateMap(value) if kind is dict and hasattr(value, name) else value
+        if not rest:
+            return value
+        child = value[name]
+        guarded = guard(child, rest)
+        if guarded is child:
+            return value
+        copy = kind(value)
+        copy[name] = guarded
+        return copy
+    if kind is list:
+        return _TemplateList(value) if hasattr(value, name) else value
+    if kind is _TemplateList or kind in _SCALARS:
+        return value
+    # Other containers (a caller's own Mapping, a tuple) are left to the full views.
+    raise _Unguardable
+
+
 def template_views(value: Any) -> Any:
     """A copy of JSON-shaped data as _TemplateMap and _TemplateList views."""
     kind = type(value)
@@ -148,6 +248,17 @@ class CompiledTemplates:
         self._environment = environment
         self._sources = dict(sources)
         self.strict = any(needs_views(source) for source in sources.values())
+        # Copying all the data into views doubles the cost of a render (docs/benchmarks.md);
+        # when the method-named reads are all on known paths, only the containers on those
+        # paths that would expose a method are wrapped, and only when they would.
+        self._paths = (
+            guarded_paths(
+                sources,
+                lambda source: set(environment.undeclared_variables_in_str(source, nested=True)),
+            )
+            if self.strict
+            else None
+        )
 
     @property
     def names(self) -> list[str]:
@@ -161,6 +272,17 @@ class CompiledTemplates:
         """
         if not self.strict:
             return variables
+        if self._paths is not None:
+            data = dict(variables)
+            try:
+                for path in self._paths:
+                    if path[0] not in data:
+                        break
+                    data[path[0]] = guard(data[path[0]], path[1:])
+                else:
+                    return data
+            except _Unguardable:
+                pass
         return {key: template_views(value) for key, value in variables.items()}
 
     def render(self, name: str, data: Mapping[str, Any], max_output: int) -> str:

@@ -90,10 +90,17 @@ class Deliverer:
 
     async def run_once(self) -> int:
         """Delivers one batch; returns how many messages it claimed (0: nothing was due)."""
-        db = self.runtime.db
-        claimed = await asyncio.to_thread(queue.claim, db, utcnow(), self.batch_size, self.lease)
-        if not claimed:
-            return 0
+        claimed = await self.claim(self.batch_size)
+        if claimed:
+            await self.deliver(claimed)
+        return len(claimed)
+
+    async def claim(self, limit: int) -> list[ClaimedMessage]:
+        """Takes up to `limit` due messages; they stay this worker's until their lease ends."""
+        return await asyncio.to_thread(queue.claim, self.runtime.db, utcnow(), limit, self.lease)
+
+    async def deliver(self, claimed: list[ClaimedMessage]) -> None:
+        """Renders, sends and records claimed messages."""
         outcomes = Outcomes()
         ready = await asyncio.to_thread(self._prepare, claimed, outcomes, utcnow())
         attempts = {message.id: message.attempts for message in claimed}
@@ -103,8 +110,7 @@ class Deliverer:
             if batch
         ]
         await asyncio.gather(*sends)
-        await asyncio.to_thread(queue.record, db, outcomes, utcnow())
-        return len(claimed)
+        await asyncio.to_thread(queue.record, self.runtime.db, outcomes, utcnow())
 
     def _prepare(
         self, claimed: list[ClaimedMessage], outcomes: Outcomes, now: datetime

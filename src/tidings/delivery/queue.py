@@ -115,21 +115,31 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
             messages.c.context,
             messages.c.profile_data,
             messages.c.attempts,
-            campaign_versions.c.name,
-            campaign_versions.c.content,
-            campaign_versions.c.rate_per_second,
-            campaign_versions.c.channel_configuration_id,
             profiles.c.attributes,
             profiles.c.consent,
-            campaigns.c.category,
         )
-        .join(campaign_versions, campaign_versions.c.id == messages.c.version_id)
-        .join(campaigns, campaigns.c.id == messages.c.campaign_id)
         .outerjoin(profiles, profiles.c.id == messages.c.profile_id)
         .where(messages.c.id.in_(ids))
         .order_by(messages.c.id)
     ).all()
-    configuration_ids = {row.channel_configuration_id for row in rows}
+    # A batch's messages share a few versions: their content (kilobytes of JSON) and settings
+    # are read and decoded once per version, not once per message.
+    versions = {
+        row.id: row
+        for row in conn.execute(
+            sa.select(
+                campaign_versions.c.id,
+                campaign_versions.c.name,
+                campaign_versions.c.content,
+                campaign_versions.c.rate_per_second,
+                campaign_versions.c.channel_configuration_id,
+                campaigns.c.category,
+            )
+            .join(campaigns, campaigns.c.id == campaign_versions.c.campaign_id)
+            .where(campaign_versions.c.id.in_({row.version_id for row in rows}))
+        )
+    }
+    configuration_ids = {version.channel_configuration_id for version in versions.values()}
     configurations = {
         row.id: channels.join_secrets(Channel(row.channel), row.settings, row.secrets)
         for row in conn.execute(
@@ -138,27 +148,34 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
             )
         )
     }
-    return [
-        ClaimedMessage(
-            id=row.id,
-            workspace_id=row.workspace_id,
-            campaign_id=row.campaign_id,
-            campaign_name=row.name,
-            version_id=row.version_id,
-            channel=Channel(row.channel),
-            content=row.content,
-            category=Category(row.category),
-            consent=(row.consent or {}).get(row.channel, {}).get("status", "unset"),
-            rate_per_second=row.rate_per_second,
-            settings=configurations.get(row.channel_configuration_id),
-            address=row.address,
-            context=row.context,
-            # The call's profile data wins over what is stored, for this message only.
-            profile={**(row.attributes or {}), **(row.profile_data or {})},
-            attempts=row.attempts,
+    claimed = []
+    for row in rows:
+        version = versions.get(row.version_id)
+        if version is None:
+            # The join this replaces skipped such rows too; a version is never deleted.
+            continue
+        channel = Channel(row.channel)
+        claimed.append(
+            ClaimedMessage(
+                id=row.id,
+                workspace_id=row.workspace_id,
+                campaign_id=row.campaign_id,
+                campaign_name=version.name,
+                version_id=row.version_id,
+                channel=channel,
+                content=version.content,
+                category=Category(version.category),
+                consent=(row.consent or {}).get(channel, {}).get("status", "unset"),
+                rate_per_second=version.rate_per_second,
+                settings=configurations.get(version.channel_configuration_id),
+                address=row.address,
+                context=row.context,
+                # The call's profile data wins over what is stored, for this message only.
+                profile={**(row.attributes or {}), **(row.profile_data or {})},
+                attempts=row.attempts,
+            )
         )
-        for row in rows
-    ]
+    return claimed
 
 
 def record(db: Database, outcomes: Outcomes, now: datetime) -> None:

@@ -1,15 +1,24 @@
 """The background worker: schedules and delivery in one loop (`tidings serve`, `tidings worker`).
 
-Each turn advances campaign schedules (scheduled -> live -> completed) at most once per poll
-interval, then delivers due messages batch after batch until a batch comes back short; then
-it sleeps for the poll interval. Stopping lets the batch in hand finish: nothing claimed is
-dropped, and anything a kill interrupts comes back when its lease expires.
+It advances campaign schedules (scheduled -> live -> completed) at most once per poll interval,
+fans out audience executions whose time has come (when notified, or once per poll interval),
+and claims due messages whenever there may be some: when the API of this process says it has
+just committed messages due now (`Runtime.work`), once per poll interval otherwise (retries,
+deferred messages, other processes' triggers), and again at once after a claim that came back
+full. Claims are half a batch each and two may be in flight at once, so the next one is
+claimed and rendered while the previous one is on the wire: the SMTP connections never wait
+for the renderer, and no message waits for a poll interval.
+
+At most TIDINGS_DELIVERY_BATCH_SIZE messages are claimed and not yet recorded at any time,
+the same bound as when a worker held one whole batch: it is how many a crash can leave
+`sending`, to be sent again after their lease (see delivery/state.py). Stopping lets the
+claims in hand finish: nothing claimed is dropped, and anything a kill interrupts comes back
+when its lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -20,7 +29,9 @@ from tidings.channels.adapters import ChannelAdapter
 from tidings.channels.dev import DevSinkAdapter
 from tidings.clock import utcnow
 from tidings.delivery.deliverer import Deliverer
+from tidings.delivery.queue import ClaimedMessage
 from tidings.errors import Unavailable
+from tidings.executions import fanout
 from tidings.runtime import Runtime
 from tidings.vocabulary import Channel
 
@@ -55,30 +66,110 @@ class Worker:
         return moved
 
     async def turn(self) -> int:
-        """One pass; returns how many messages it claimed."""
+        """One pass, one whole batch at a time; returns how many messages it claimed."""
+        await self._advance_schedules()
+        await self._fan_out()
+        return await self.deliverer.run_once()
+
+    async def _fan_out(self) -> int:
+        """Queues pages of due audience executions; returns how many messages it queued."""
+        queued = await asyncio.to_thread(fanout.advance, self.runtime.db, utcnow())
+        if queued:
+            log.info("audience executions: %d messages queued", queued)
+        return queued
+
+    async def _advance_schedules(self) -> None:
         if time.monotonic() - self._last_schedules >= self.poll_seconds:
             self._last_schedules = time.monotonic()
             await asyncio.to_thread(self.advance_schedules)
-        return await self.deliverer.run_once()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Runs until `stop` is set, then closes the adapters' connections."""
+        """Runs until `stop` is set, then finishes its claims and closes the adapters'
+        connections."""
+        capacity = self.deliverer.batch_size
+        chunk = max(1, capacity // 2)
+        wake = asyncio.Event()
+        in_flight: dict[asyncio.Task[None], int] = {}
+        held = 0
+        # Whether due messages may be waiting: set by a notification or a poll, and after a
+        # claim that got all it asked for. Whether an audience execution may be due: set by a
+        # notification or a poll, and after a fan-out that queued anything.
+        due = True
+        fan_out_due = True
+
+        def finished(task: asyncio.Task[None]) -> None:
+            nonlocal held
+            held -= in_flight.pop(task)
+            wake.set()
+
+        async def listen() -> None:
+            nonlocal due, fan_out_due
+            while True:
+                await self.runtime.work.wait(self.poll_seconds)
+                due = fan_out_due = True
+                wake.set()
+
+        async def stopped() -> None:
+            await stop.wait()
+            wake.set()
+
+        helpers = [asyncio.create_task(listen()), asyncio.create_task(stopped())]
         try:
             while not stop.is_set():
-                claimed = 0
                 try:
-                    claimed = await self.turn()
+                    await self._advance_schedules()
                 except Unavailable:
-                    # The database is down or busy: the next turn tries again.
-                    log.warning("worker turn skipped: database unavailable")
+                    log.warning("schedules not advanced: database unavailable")
                 except Exception:
-                    log.exception("worker turn failed")
-                if claimed < self.deliverer.batch_size:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
+                    log.exception("advancing schedules failed")
+                if fan_out_due:
+                    fan_out_due = False
+                    try:
+                        if await self._fan_out():
+                            due = fan_out_due = True
+                    except Unavailable:
+                        log.warning("audience executions not advanced: database unavailable")
+                    except Exception:
+                        log.exception("fanning out audience executions failed")
+                room = capacity - held
+                if due and room > 0 and (held == 0 or room >= chunk):
+                    due = False
+                    limit = min(room, chunk)
+                    claimed = []
+                    try:
+                        claimed = await self.deliverer.claim(limit)
+                    except Unavailable:
+                        # The database is down or busy: the next poll tries again.
+                        log.warning("claim skipped: database unavailable")
+                    except Exception:
+                        log.exception("claiming messages failed")
+                    if claimed:
+                        held += len(claimed)
+                        task = asyncio.create_task(self._deliver(claimed))
+                        in_flight[task] = len(claimed)
+                        task.add_done_callback(finished)
+                        if len(claimed) == limit:
+                            due = True
+                            continue
+                await wake.wait()
+                wake.clear()
+            if in_flight:
+                await asyncio.wait(list(in_flight))
         finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             for adapter in {id(a): a for a in self.adapters.values()}.values():
                 await adapter.close()
+
+    async def _deliver(self, claimed: list[ClaimedMessage]) -> None:
+        try:
+            await self.deliverer.deliver(claimed)
+        except Unavailable:
+            # Outcomes not recorded: the messages go out again when their lease ends.
+            log.warning("delivery outcomes not recorded: database unavailable")
+        except Exception:
+            log.exception("delivering a batch failed")
 
     def run_blocking(self) -> None:
         """For `tidings worker`: runs until SIGINT or SIGTERM."""
