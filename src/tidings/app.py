@@ -20,7 +20,13 @@ from tidings.executions.api import HOT_ROUTES as EXECUTION_HOT_ROUTES
 from tidings.executions.api import router as executions_router
 from tidings.profiles.api import router as profiles_router
 from tidings.runtime import Runtime
-from tidings.web import BodySizeLimit, HotPaths, install_error_handlers, install_raw_body_schemas
+from tidings.web import (
+    BodySizeLimit,
+    HotPaths,
+    TidingsApp,
+    install_error_handlers,
+    install_raw_body_schemas,
+)
 from tidings.workspaces.api import router as workspaces_router
 
 
@@ -36,7 +42,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
             if task is not None:
                 await task
 
-    app = FastAPI(
+    app = TidingsApp(
         title="Tidings",
         version=__version__,
         summary="API-triggered campaigns over email, SMS and push",
@@ -48,9 +54,10 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     install_raw_body_schemas(app)
-    # Added first, so it runs inside the body limit: the hot routes get the same 413.
-    app.add_middleware(HotPaths, routes={**EXECUTION_HOT_ROUTES, **AJO_HOT_ROUTES})
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.hot_paths = HotPaths(
+        {**EXECUTION_HOT_ROUTES, **AJO_HOT_ROUTES}, runtime.settings.max_body_bytes
+    )
     for router in (
         workspaces_router,
         channels_router,

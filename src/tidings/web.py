@@ -324,28 +324,43 @@ HotHandler = Callable[[Request], Awaitable[Response]]
 
 
 class HotPaths:
-    """Serves a few hot routes (the trigger endpoints) straight from ASGI.
+    """Serves a few hot routes (the trigger endpoints) straight from ASGI, ahead of FastAPI.
 
-    FastAPI's per-request machinery (route matching over every route, dependency solving,
-    response models) cost the trigger path more CPU than the trigger itself. These routes
-    are declared in FastAPI all the same, for the OpenAPI schema, and run the same code there;
-    this middleware answers them first. Errors become the same problem+json answers.
+    FastAPI's per-request machinery (its middleware stack, route matching over every route,
+    dependency solving, response models) cost the trigger path more CPU than the trigger
+    itself. These routes are declared in FastAPI all the same, for the OpenAPI schema, and run
+    the same code there; `TidingsApp` hands them here first, behind the same body-size limit.
+    Errors become the same problem+json answers.
     """
 
-    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], HotHandler]) -> None:
-        self.app = app
+    def __init__(self, routes: Mapping[tuple[str, str], HotHandler], max_body_bytes: int) -> None:
         self.routes = dict(routes)
+        self._limited = BodySizeLimit(self._serve, max_body_bytes)
+
+    def handles(self, scope: AsgiScope) -> bool:
+        return scope["type"] == "http" and (scope["method"], scope["path"]) in self.routes
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        handler = (
-            self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        )
-        if handler is None:
-            await self.app(scope, receive, send)
-            return
+        await self._limited(scope, receive, send)
+
+    async def _serve(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        handler = self.routes[(scope["method"], scope["path"])]
         request = Request(scope, receive)
         try:
             response: Response = await handler(request)
         except Exception as exc:
             response = await error_response(request, exc)
         await response(scope, receive, send)
+
+
+class TidingsApp(FastAPI):
+    """FastAPI, with the hot routes answered before its middleware stack."""
+
+    hot_paths: HotPaths | None = None
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if self.hot_paths is not None and self.hot_paths.handles(scope):
+            scope["app"] = self
+            await self.hot_paths(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

@@ -9,7 +9,9 @@ casts its JSONB columns need.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,13 +29,23 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         return
     columns = tuple(rows[0])
     sql, processors = _statement(conn.dialect, table, columns)
-    parameters = [
-        tuple(
-            processor(row[column]) if processor is not None else row[column]
-            for column, processor in zip(columns, processors, strict=True)
-        )
-        for row in rows
-    ]
+    values_of = itemgetter(*columns)
+    processed = [(index, processor) for index, processor in enumerate(processors) if processor]
+    # The rows of a batch share a few timestamps: each is formatted once.
+    formatted: dict[datetime, Any] = {}
+    parameters = []
+    for row in rows:
+        values = list(values_of(row)) if len(columns) > 1 else [values_of(row)]
+        for index, processor in processed:
+            value = values[index]
+            if isinstance(value, datetime):
+                text = formatted.get(value)
+                if text is None:
+                    text = formatted[value] = processor(value)
+                values[index] = text
+            else:
+                values[index] = processor(value)
+        parameters.append(tuple(values))
     conn.exec_driver_sql(sql, parameters)
 
 

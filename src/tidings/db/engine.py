@@ -114,6 +114,38 @@ class Database:
                 yield connection
 
     @contextmanager
+    def write_at_once(self) -> Iterator[sa.Connection | None]:
+        """A write transaction if one can begin without waiting, else None (and nothing done).
+
+        For callers on an event loop (SQLite only; elsewhere always None): they write in the
+        loop's thread when the database is free instead of paying a hand-off to a writer
+        thread, and never block the loop waiting for a lock another thread holds.
+        """
+        if not self.is_sqlite or not self._sqlite_writer.acquire(blocking=False):
+            yield None
+            return
+        try:
+            with _translated_errors(), self.engine.connect() as connection:
+                connection = connection.execution_options(tidings_write=True)
+                # Another process's write lock must not make the loop wait either. Straight
+                # through the driver: through SQLAlchemy a statement would begin a transaction.
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA busy_timeout=0")
+                try:
+                    try:
+                        transaction = connection.begin()
+                    except sa.exc.OperationalError:
+                        yield None
+                        return
+                    with transaction:
+                        yield connection
+                finally:
+                    driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            self._sqlite_writer.release()
+
+    @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
         with _translated_errors(), self.engine.connect() as connection:
             connection = connection.execution_options(tidings_write=True)

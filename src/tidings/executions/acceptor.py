@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -19,11 +20,21 @@ MAX_BATCH = 256
 
 
 class TriggerAcceptor:
-    """Checks a request, hands it to the writer and waits for its commit: the 202 goes out
-    only once the execution and its messages are in the database."""
+    """Checks a request, hands it to a batch and waits for its commit: the 202 goes out only
+    once the execution and its messages are in the database.
+
+    Requests that arrive in the same turn of the event loop form a batch. On SQLite the batch
+    is committed right there, in the loop's thread, when the database is free: handing it to
+    a writer thread cost more (two threads taking turns at the GIL) than the commit itself,
+    about a quarter of the CPU of a call. When the database is busy (another thread or process
+    is writing), or on PostgreSQL (a network round trip must not hold up the loop), the batch
+    goes to the writer thread, which commits whatever has gathered meanwhile together.
+    """
 
     def __init__(self, db: Database, work: WorkSignal) -> None:
+        self._db = db
         self._work = work
+        self._pending: list[tuple[TriggerJob, asyncio.Future[Outcome]]] = []
         self._committer: GroupCommitter[TriggerJob, Outcome] = GroupCommitter(
             db,
             self._apply,
@@ -45,10 +56,46 @@ class TriggerAcceptor:
             workspace_id, body, now, idempotency_key, json_text, high_throughput=high_throughput
         )
         with service.IN_FLIGHT.hold(job):
-            outcome = await asyncio.wrap_future(self._committer.submit(job))
+            if self._db.is_sqlite:
+                outcome = await self._in_this_turn(job)
+            else:
+                outcome = await asyncio.wrap_future(self._committer.submit(job))
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def _in_this_turn(self, job: TriggerJob) -> asyncio.Future[Outcome]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._pending.append((job, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._commit_turn)
+        return future
+
+    def _commit_turn(self) -> None:
+        batch, self._pending = self._pending, []
+        jobs = [job for job, _ in batch]
+        outcomes: list[Outcome | BaseException] | None = None
+        try:
+            with self._db.write_at_once() as conn:
+                if conn is not None:
+                    outcomes = self._apply(conn, jobs)
+        except Exception:
+            # The batch's transaction failed as a whole (e.g. a row inserted meanwhile by
+            # another process): the writer thread retries each request on its own.
+            outcomes = None
+        if outcomes is None:
+            for job, future in batch:
+                _chain(self._committer.submit(job), future)
+            return
+        self._after_commit(jobs, outcomes)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.cancelled():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def close(self) -> None:
         self._committer.close()
@@ -62,3 +109,19 @@ class TriggerAcceptor:
     ) -> None:
         if any(isinstance(o, Triggered) and o.due_now and not o.replayed for o in outcomes):
             self._work.notify()
+
+
+def _chain(source: Future[Outcome], target: asyncio.Future[Outcome]) -> None:
+    """Completes the loop's future with the writer thread's answer."""
+    loop = target.get_loop()
+
+    def copy(done: Future[Outcome]) -> None:
+        if target.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
