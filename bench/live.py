@@ -267,9 +267,12 @@ def live_campaign(server: Server, smtp_url: str | None = None) -> str:
 
 
 class Bodies:
-    """JSON bodies of POST /v1/executions, each recipient a new address (a new profile)."""
+    """JSON bodies of POST /v1/executions, each recipient a new address (a new profile), or,
+    with `pool`, one of that many addresses in turn (known profiles once each was sent)."""
 
-    def __init__(self, campaign_id: str, prefix: str, execute_at: str | None = None) -> None:
+    def __init__(
+        self, campaign_id: str, prefix: str, execute_at: str | None = None, pool: int | None = None
+    ) -> None:
         head: dict[str, Any] = {"campaign_id": campaign_id, "context": fixtures.CONTEXT}
         if execute_at is not None:
             head["execute_at"] = execute_at
@@ -278,10 +281,12 @@ class Bodies:
 
         self._prefix = prefix.encode()
         self._next = 0
+        self.pool = pool
 
     def recipient(self) -> tuple[bytes, str]:
         self._next += 1
-        address = b"%s%d@example.com" % (self._prefix, self._next)
+        number = self._next % self.pool if self.pool else self._next
+        address = b"%s%d@example.com" % (self._prefix, number)
         item = b'{"identity":{"namespace":"email","id":"%s"},"profile":{"firstName":"ada"}}' % (
             address
         )

@@ -14,7 +14,7 @@ from bench import live
 from bench.harness import Plan, Result, result
 
 NAME = "triggers"
-CONCURRENCY = (1, 16, 64)
+CONCURRENCY = (1, 16, 32, 64)
 ROUNDS = 3
 ROUND_SECONDS = 3.0
 QUICK_ROUND_SECONDS = 1.5
@@ -27,6 +27,9 @@ DEFER = dt.timedelta(hours=1)
 
 HEALTHZ = "GET /healthz"
 UNITARY = "POST /v1/executions, 1 recipient"
+KNOWN = "POST /v1/executions, 1 known recipient"
+# Known recipients cycle through this many profiles, all created before the rounds.
+KNOWN_POOL = 2000
 BATCHED = f"POST /v1/executions, {BATCH} recipients"
 
 
@@ -37,24 +40,30 @@ class _Case:
     recipients: int  # per call; 0 for /healthz
 
 
-def _request(case: _Case, bodies: live.Bodies) -> tuple[live.Request, int]:
+def _request(case: _Case, bodies: dict[str, live.Bodies]) -> tuple[live.Request, int]:
     """The request of a case and the status that counts as success."""
     if case.recipients == 0:
         return (lambda: (b"GET", b"/healthz", b"")), 200
+    source = bodies[KNOWN if case.name == KNOWN else UNITARY]
 
     def trigger() -> tuple[bytes, bytes, bytes]:
-        return b"POST", b"/v1/executions", bodies.body(case.recipients)[0]
+        return b"POST", b"/v1/executions", source.body(case.recipients)[0]
 
     return trigger, 202
 
 
 def _measure(
-    server: live.Server, cases: list[_Case], rounds: int, seconds: float, bodies: live.Bodies
+    server: live.Server,
+    cases: list[_Case],
+    rounds: int,
+    seconds: float,
+    bodies: dict[str, live.Bodies],
+    already_queued: int = 0,
 ) -> dict[_Case, list[live.Load]]:
     """Round-robin over the cases, each with its own persistent connections; then checks that
     the database holds one queued message per recipient a 202 accepted."""
     loads: dict[_Case, list[live.Load]] = {case: [] for case in cases}
-    accepted = 0
+    accepted = already_queued
 
     async def window(case: _Case, connections: list[live.Connection], length: float) -> live.Load:
         nonlocal accepted
@@ -109,6 +118,7 @@ def _results(loads: dict[_Case, list[live.Load]], context: str) -> list[Result]:
     for level in CONCURRENCY:
         by_name = {case.name: case for case in loads if case.concurrency == level}
         health, unitary, batched = by_name[HEALTHZ], by_name[UNITARY], by_name[BATCHED]
+        known = by_name[KNOWN]
         reference = add(
             health,
             f"{HEALTHZ}, {level} in flight",
@@ -143,6 +153,20 @@ def _results(loads: dict[_Case, list[live.Load]], context: str) -> list[Result]:
             lambda load: load.server_cpu / load.ok * 1e3,
         )
         add(
+            known,
+            f"{KNOWN}, {level} in flight",
+            "req/s",
+            lambda load: load.rate,
+            reference,
+            note=f"202s per second; recipients cycle through {KNOWN_POOL} existing profiles",
+        )
+        add(
+            known,
+            f"{KNOWN}, {level} in flight: p99",
+            "ms",
+            lambda load: load.percentile(0.99) * 1e3,
+        )
+        add(
             batched,
             f"{BATCHED}, {level} in flight",
             "recipients/s",
@@ -169,6 +193,22 @@ def _results(loads: dict[_Case, list[live.Load]], context: str) -> list[Result]:
     return results
 
 
+def _create_known_profiles(server: live.Server, bodies: live.Bodies) -> int:
+    """One trigger per address of the pool, so the known-recipient case finds them all;
+    returns how many messages that queued."""
+    assert bodies.pool is not None
+    with server.client() as client:
+        for _ in range(bodies.pool // BATCH):
+            response = client.post(
+                "/v1/executions",
+                content=bodies.body(BATCH)[0],
+                headers={"Content-Type": "application/json"},
+            )
+            if response.status_code != 202:
+                raise AssertionError(f"priming the known profiles: {response.text}")
+    return bodies.pool // BATCH * BATCH
+
+
 def run(plan: Plan) -> list[Result]:
     quick = plan.round_seconds < 1.0
     rounds = min(plan.rounds, ROUNDS)
@@ -176,7 +216,7 @@ def run(plan: Plan) -> list[Result]:
     cases = [
         _Case(name, level, recipients)
         for level in CONCURRENCY
-        for name, recipients in ((HEALTHZ, 0), (UNITARY, 1), (BATCHED, BATCH))
+        for name, recipients in ((HEALTHZ, 0), (UNITARY, 1), (KNOWN, 1), (BATCHED, BATCH))
     ]
     load_before = live.load_average()
     with tempfile.TemporaryDirectory(prefix="tidings-bench-triggers-") as directory:
@@ -186,8 +226,13 @@ def run(plan: Plan) -> list[Result]:
             server = live.Server.start(Path(directory), f"smtp://{live.HOST}:{port}")
             try:
                 later = (dt.datetime.now(dt.UTC) + DEFER).isoformat()
-                bodies = live.Bodies(live.live_campaign(server), "t", later)
-                loads = _measure(server, cases, rounds, seconds, bodies)
+                campaign_id = live.live_campaign(server)
+                bodies = {
+                    UNITARY: live.Bodies(campaign_id, "t", later),
+                    KNOWN: live.Bodies(campaign_id, "k", later, pool=KNOWN_POOL),
+                }
+                primed = _create_known_profiles(server, bodies[KNOWN])
+                loads = _measure(server, cases, rounds, seconds, bodies, primed)
             finally:
                 server.stop()
     context = f"SMTP sink: {sink}; load average {load_before} before, {live.load_average()} after"

@@ -27,8 +27,16 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
     if conn.dialect.name != "sqlite":
         conn.execute(table.insert(), list(rows))
         return
+    sql, parameters = sqlite_insert(conn.dialect, table, rows)
+    conn.exec_driver_sql(sql, parameters)
+
+
+def sqlite_insert(
+    dialect: Dialect, table: sa.Table, rows: Sequence[dict[str, Any]]
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """The INSERT statement and its parameters for sqlite3's executemany."""
     columns = tuple(rows[0])
-    sql, processors = _statement(conn.dialect, table, columns)
+    sql, processors = _statement(dialect, table, columns)
     values_of = itemgetter(*columns)
     processed = [(index, processor) for index, processor in enumerate(processors) if processor]
     # The rows of a batch share a few timestamps: each is formatted once.
@@ -46,7 +54,7 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
             else:
                 values[index] = processor(value)
         parameters.append(tuple(values))
-    conn.exec_driver_sql(sql, parameters)
+    return sql, parameters
 
 
 @lru_cache(maxsize=64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,34 +115,41 @@ class Database:
                 yield connection
 
     @contextmanager
-    def write_at_once(self) -> Iterator[sa.Connection | None]:
-        """A write transaction if one can begin without waiting, else None (and nothing done).
+    def sqlite_write_at_once(self) -> Iterator[sqlite3.Connection | None]:
+        """A write transaction on the bare sqlite3 connection, if one can begin without
+        waiting; else None, and nothing done. Commits when the block ends, rolls back if it
+        raises (sqlite3's own exceptions: the caller falls back to `write()`).
 
-        For callers on an event loop (SQLite only; elsewhere always None): they write in the
-        loop's thread when the database is free instead of paying a hand-off to a writer
-        thread, and never block the loop waiting for a lock another thread holds.
+        For a caller on an event loop: it writes in the loop's thread when the database is
+        free instead of handing the work to another thread, and never blocks the loop on a
+        lock another thread or process holds. SQLite only; elsewhere always None.
         """
         if not self.is_sqlite or not self._sqlite_writer.acquire(blocking=False):
             yield None
             return
         try:
-            with _translated_errors(), self.engine.connect() as connection:
-                connection = connection.execution_options(tidings_write=True)
-                # Another process's write lock must not make the loop wait either. Straight
-                # through the driver: through SQLAlchemy a statement would begin a transaction.
-                driver = connection.connection.driver_connection
-                assert driver is not None
-                driver.execute("PRAGMA busy_timeout=0")
+            pooled = self.engine.raw_connection()
+            try:
+                connection = pooled.driver_connection
+                assert isinstance(connection, sqlite3.Connection)
+                connection.execute("PRAGMA busy_timeout=0")
                 try:
                     try:
-                        transaction = connection.begin()
-                    except sa.exc.OperationalError:
+                        connection.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError:
+                        # Another process is writing.
                         yield None
                         return
-                    with transaction:
+                    try:
                         yield connection
+                    except BaseException:
+                        connection.execute("ROLLBACK")
+                        raise
+                    connection.execute("COMMIT")
                 finally:
-                    driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                    connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            finally:
+                pooled.close()
         finally:
             self._sqlite_writer.release()
 

@@ -14,6 +14,7 @@ from tidings.db.group_commit import GroupCommitter
 from tidings.executions import service
 from tidings.executions.schemas import ExecutionCreate
 from tidings.executions.service import Outcome, Triggered, TriggerJob
+from tidings.executions.store import SqlAlchemyStore, SqliteStore
 from tidings.signals import WorkSignal
 
 MAX_BATCH = 256
@@ -77,9 +78,10 @@ class TriggerAcceptor:
         jobs = [job for job, _ in batch]
         outcomes: list[Outcome | BaseException] | None = None
         try:
-            with self._db.write_at_once() as conn:
-                if conn is not None:
-                    outcomes = self._apply(conn, jobs)
+            with self._db.sqlite_write_at_once() as connection:
+                if connection is not None:
+                    store = SqliteStore(connection, self._db.engine.dialect)
+                    outcomes = list(service.accept_batch(store, jobs))
         except Exception:
             # The batch's transaction failed as a whole (e.g. a row inserted meanwhile by
             # another process): the writer thread retries each request on its own.
@@ -102,7 +104,7 @@ class TriggerAcceptor:
 
     @staticmethod
     def _apply(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcome | BaseException]:
-        return list(service.accept_batch(conn, jobs))
+        return list(service.accept_batch(SqlAlchemyStore(conn), jobs))
 
     def _after_commit(
         self, jobs: Sequence[TriggerJob], outcomes: list[Outcome | BaseException]

@@ -14,17 +14,16 @@ import orjson
 import sqlalchemy as sa
 from email_validator import EmailNotValidError
 
-from tidings.audiences.models import audiences
-from tidings.campaigns.models import campaign_versions, campaigns
+from tidings.campaigns.models import campaign_versions
 from tidings.campaigns.state import TRIGGERABLE, CampaignStatus
 from tidings.content.schemas import MAX_CONTEXT_BYTES
 from tidings.db import Database
-from tidings.db.bulk import bulk_insert
 from tidings.delivery.state import TERMINAL, MessageState
 from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound, TidingsError
 from tidings.executions.models import executions, idempotency_keys, messages
 from tidings.executions.schemas import ExecutionCreate, Recipient
 from tidings.executions.state import ExecutionKind, ExecutionStatus, check_execution_move
+from tidings.executions.store import SqlAlchemyStore, TriggerStore
 from tidings.ids import new_id
 from tidings.json_data import plainly_storable, unstorable
 from tidings.pagination import keyset_page
@@ -143,7 +142,7 @@ def trigger(
     """
     job = prepare(workspace_id, body, now, idempotency_key)
     with IN_FLIGHT.hold(job), db.write() as conn:
-        (outcome,) = accept_batch(conn, [job])
+        (outcome,) = accept_batch(SqlAlchemyStore(conn), [job])
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -221,15 +220,15 @@ class _Plan:
     audience_id: str | None = None
 
 
-def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcome]:
+def accept_batch(store: TriggerStore, jobs: Sequence[TriggerJob]) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(jobs)
-    _replay_or_lock(conn, jobs, outcomes)
+    _replay_or_lock(store, jobs, outcomes)
     wanted = {
         (job.workspace_id, job.body.campaign_id)
         for job, outcome in zip(jobs, outcomes, strict=True)
         if outcome is None
     }
-    live = _live_campaigns(conn, wanted)
+    live = _live_campaigns(store, wanted)
     plans: dict[int, _Plan] = {}
     for index, job in enumerate(jobs):
         if outcomes[index] is None:
@@ -237,12 +236,12 @@ def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcom
                 plans[index] = _plan(job, live.get((job.workspace_id, job.body.campaign_id)))
             except TidingsError as exc:
                 outcomes[index] = exc
-    for index in _missing_audiences(conn, plans):
+    for index in _missing_audiences(store, plans):
         outcomes[index] = InvalidInput.on(
             "audience_id", "no such audience in this workspace (the call's or the campaign's)"
         )
         del plans[index]
-    profile_ids = _profile_ids(conn, plans.values())
+    profile_ids = _profile_ids(store, plans.values())
     created: dict[_IdentityKey, dict[str, Any]] = {}
     for index, plan in list(plans.items()):
         try:
@@ -250,7 +249,7 @@ def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcom
         except TidingsError as exc:
             outcomes[index] = exc
             del plans[index]
-    addresses = _stored_addresses(conn, plans.values(), profile_ids)
+    addresses = _stored_addresses(store, plans.values(), profile_ids)
 
     execution_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
@@ -310,20 +309,15 @@ def accept_batch(conn: sa.Connection, jobs: Sequence[TriggerJob]) -> list[Outcom
         outcomes[index] = Triggered(response, replayed=False, due_now=due_at <= job.now)
 
     if created:
-        bulk_insert(conn, profiles_table, [row["profile"] for row in created.values()])
-        bulk_insert(conn, profile_identities, [row["identity"] for row in created.values()])
-    bulk_insert(conn, executions, execution_rows)
-    bulk_insert(conn, messages, message_rows)
+        store.insert(profiles_table, [row["profile"] for row in created.values()])
+        store.insert(profile_identities, [row["identity"] for row in created.values()])
+    store.insert(executions, execution_rows)
+    store.insert(messages, message_rows)
     if key_rows:
         for workspace_id, keys in _grouped((r["workspace_id"], r["key"]) for r in key_rows):
             # An expired row of the same key may still be there: the new answer replaces it.
-            conn.execute(
-                idempotency_keys.delete().where(
-                    idempotency_keys.c.workspace_id == workspace_id,
-                    idempotency_keys.c.key.in_(keys),
-                )
-            )
-        conn.execute(idempotency_keys.insert(), key_rows)
+            store.forget_keys(workspace_id, keys)
+        store.insert(idempotency_keys, key_rows)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
@@ -335,25 +329,22 @@ def _grouped(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
 
 
 def _replay_or_lock(
-    conn: sa.Connection, jobs: Sequence[TriggerJob], outcomes: list[Outcome | None]
+    store: TriggerStore, jobs: Sequence[TriggerJob], outcomes: list[Outcome | None]
 ) -> None:
     """Answers requests whose idempotency key has a stored response; locks the others' keys."""
     keyed = [(index, job) for index, job in enumerate(jobs) if job.key is not None]
     if not keyed:
         return
     for index, job in keyed:
-        try:
-            _lock_key(conn, job.workspace_id, job.key or "")
-        except Conflict as exc:
-            outcomes[index] = exc
+        if not store.lock_key(job.workspace_id, job.key or ""):
+            outcomes[index] = Conflict(
+                "a request with this idempotency key is in progress; retry later"
+            )
     stored: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
     now = min(job.now for _, job in keyed)
     for workspace_id, keys in _grouped((job.workspace_id, job.key or "") for _, job in keyed):
-        rows = conn.execute(
-            _STORED_RESPONSES, {"workspace_id": workspace_id, "keys": keys, "now": now}
-        )
-        for row in rows:
-            stored[(workspace_id, row.key)] = (row.request_hash, row.response)
+        for key, digest, response in store.stored_responses(workspace_id, keys, now):
+            stored[(workspace_id, key)] = (digest, response)
     for index, job in keyed:
         hit = stored.get((job.workspace_id, job.key or ""))
         if outcomes[index] is not None or hit is None:
@@ -365,51 +356,6 @@ def _replay_or_lock(
             )
         else:
             outcomes[index] = Triggered(response, replayed=True)
-
-
-def _lock_key(conn: sa.Connection, workspace_id: str, key: str) -> None:
-    if conn.dialect.name != "postgresql":
-        return
-    lock_id = int.from_bytes(
-        hashlib.sha256(f"{workspace_id}:{key}".encode()).digest()[:8], "big", signed=True
-    )
-    taken = conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(lock_id))).scalar_one()
-    if not taken:
-        raise Conflict("a request with this idempotency key is in progress; retry later")
-
-
-# The batch's statements, built once: a statement object caches its compiled form, which a
-# fresh select() per batch would rebuild (a tenth of the trigger path's CPU).
-_STORED_RESPONSES = sa.select(
-    idempotency_keys.c.key, idempotency_keys.c.request_hash, idempotency_keys.c.response
-).where(
-    idempotency_keys.c.workspace_id == sa.bindparam("workspace_id"),
-    idempotency_keys.c.key.in_(sa.bindparam("keys", expanding=True)),
-    idempotency_keys.c.expires_at > sa.bindparam("now"),
-)
-_CAMPAIGN_STATES = sa.select(
-    campaigns.c.id,
-    campaigns.c.workspace_id,
-    campaigns.c.status,
-    campaigns.c.channel,
-    campaigns.c.category,
-    campaigns.c.live_version_id,
-).where(campaigns.c.id.in_(sa.bindparam("ids", expanding=True)))
-_LIVE_VERSIONS = sa.select(
-    campaign_versions.c.id,
-    campaign_versions.c.audience,
-    campaign_versions.c.start_at,
-    campaign_versions.c.end_at,
-).where(campaign_versions.c.id.in_(sa.bindparam("ids", expanding=True)))
-_PROFILE_IDS = sa.select(profile_identities.c.value, profile_identities.c.profile_id).where(
-    profile_identities.c.workspace_id == sa.bindparam("workspace_id"),
-    profile_identities.c.namespace == sa.bindparam("namespace"),
-    profile_identities.c.value.in_(sa.bindparam("values", expanding=True)),
-)
-_ADDRESSES = sa.select(profile_identities.c.profile_id, profile_identities.c.value).where(
-    profile_identities.c.profile_id.in_(sa.bindparam("ids", expanding=True)),
-    profile_identities.c.namespace == sa.bindparam("namespace"),
-)
 
 
 class _LiveVersions:
@@ -426,13 +372,12 @@ class _LiveVersions:
         self._versions: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def get(self, conn: sa.Connection, version_ids: set[str]) -> dict[str, dict[str, Any]]:
+    def get(self, store: TriggerStore, version_ids: set[str]) -> dict[str, dict[str, Any]]:
         with self._lock:
             found = {vid: self._versions[vid] for vid in version_ids if vid in self._versions}
         missing = version_ids - found.keys()
         if missing:
-            rows = conn.execute(_LIVE_VERSIONS, {"ids": list(missing)}).mappings()
-            loaded = {row["id"]: dict(row) for row in rows}
+            loaded = {row["id"]: row for row in store.live_versions(list(missing))}
             with self._lock:
                 if len(self._versions) + len(loaded) > self.MAX_ENTRIES:
                     self._versions.clear()
@@ -445,21 +390,15 @@ LIVE_VERSIONS = _LiveVersions()
 
 
 def _live_campaigns(
-    conn: sa.Connection, wanted: set[tuple[str, str]]
+    store: TriggerStore, wanted: set[tuple[str, str]]
 ) -> dict[tuple[str, str], Mapping[str, Any]]:
     """The campaigns the batch names, each with the version live now."""
     if not wanted:
         return {}
-    rows = conn.execute(
-        _CAMPAIGN_STATES, {"ids": list({campaign_id for _, campaign_id in wanted})}
-    ).mappings()
-    states = {
-        (row["workspace_id"], row["id"]): row
-        for row in rows
-        if (row["workspace_id"], row["id"]) in wanted
-    }
+    rows = store.campaign_states(list({campaign_id for _, campaign_id in wanted}))
+    states = {pair: row for row in rows if (pair := (row["workspace_id"], row["id"])) in wanted}
     versions = LIVE_VERSIONS.get(
-        conn, {row["live_version_id"] for row in states.values() if row["live_version_id"]}
+        store, {row["live_version_id"] for row in states.values() if row["live_version_id"]}
     )
     live: dict[tuple[str, str], Mapping[str, Any]] = {}
     for pair, row in states.items():
@@ -531,21 +470,12 @@ def _audience_of(job: TriggerJob, campaign: Mapping[str, Any]) -> str:
     return str(audience_id)
 
 
-def _missing_audiences(conn: sa.Connection, plans: Mapping[int, _Plan]) -> list[int]:
+def _missing_audiences(store: TriggerStore, plans: Mapping[int, _Plan]) -> list[int]:
     """The requests of the batch whose audience does not exist in their workspace."""
-    wanted = {
-        (plan.job.workspace_id, plan.audience_id)
-        for plan in plans.values()
-        if plan.audience_id is not None
-    }
+    wanted = {plan.audience_id for plan in plans.values() if plan.audience_id is not None}
     if not wanted:
         return []
-    rows = conn.execute(
-        sa.select(audiences.c.workspace_id, audiences.c.id).where(
-            audiences.c.id.in_({audience_id for _, audience_id in wanted})
-        )
-    )
-    found = {(row.workspace_id, row.id) for row in rows}
+    found = store.existing_audiences(list(wanted))
     return [
         index
         for index, plan in plans.items()
@@ -612,7 +542,7 @@ def _channel_address(
     return None
 
 
-def _profile_ids(conn: sa.Connection, plans: Iterable[_Plan]) -> dict[_IdentityKey, str]:
+def _profile_ids(store: TriggerStore, plans: Iterable[_Plan]) -> dict[_IdentityKey, str]:
     """Stored profiles by identity, for every recipient of the batch: a query per namespace."""
     wanted: dict[tuple[str, str], set[str]] = {}
     for plan in plans:
@@ -622,12 +552,8 @@ def _profile_ids(conn: sa.Connection, plans: Iterable[_Plan]) -> dict[_IdentityK
             )
     found: dict[_IdentityKey, str] = {}
     for (workspace_id, namespace), values in wanted.items():
-        rows = conn.execute(
-            _PROFILE_IDS,
-            {"workspace_id": workspace_id, "namespace": namespace, "values": list(values)},
-        )
-        for row in rows:
-            found[(workspace_id, namespace, row.value)] = row.profile_id
+        for value, profile_id in store.profile_ids(workspace_id, namespace, list(values)):
+            found[(workspace_id, namespace, value)] = profile_id
     return found
 
 
@@ -676,7 +602,7 @@ def _create_unknown(
 
 
 def _stored_addresses(
-    conn: sa.Connection, plans: Iterable[_Plan], profile_ids: Mapping[_IdentityKey, str]
+    store: TriggerStore, plans: Iterable[_Plan], profile_ids: Mapping[_IdentityKey, str]
 ) -> dict[str, str]:
     """Addresses from the profiles' identities, for recipients the call gave none for."""
     wanted: dict[str, list[str]] = {}
@@ -690,8 +616,7 @@ def _stored_addresses(
                 wanted.setdefault(namespace, []).append(profile_ids[identity])
     found: dict[str, str] = {}
     for namespace, ids in wanted.items():
-        rows = conn.execute(_ADDRESSES, {"ids": ids, "namespace": namespace})
-        found.update({row.profile_id: row.value for row in rows})
+        found.update(store.addresses(ids, namespace))
     return found
 
 
