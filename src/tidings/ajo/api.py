@@ -106,10 +106,10 @@ async def _handle(
         principal.require(Scope.EXECUTIONS_TRIGGER)
         wire = _parse(await request.body(), parse, context)
         now = utcnow()
-        execution = wire.to_execution()
-        triggered = await runtime_of(request).acceptor.trigger(
-            principal.workspace_id, execution, now, high_throughput=high_throughput
+        job = executions.prepare(
+            principal.workspace_id, wire.to_execution(), now, high_throughput=high_throughput
         )
+        triggered = await runtime_of(request).acceptor.accept(job)
     except TidingsError as exc:
         return _failure(exc, context)
     if isinstance(wire, AjoAudienceRequest) and wire.schedule and wire.schedule.execute_at:

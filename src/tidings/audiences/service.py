@@ -72,15 +72,14 @@ def load(conn: sa.Connection, workspace_id: str, audience_id: str) -> dict[str, 
     return dict(row) if row else None
 
 
+def _any_audience(conn: sa.Connection, *conditions: sa.ColumnElement[bool]) -> bool:
+    return conn.execute(sa.select(audiences.c.id).where(*conditions)).first() is not None
+
+
 def exists(conn: sa.Connection, workspace_id: str, audience_id: str) -> bool:
     """Whether the workspace has this audience."""
-    return (
-        conn.execute(
-            sa.select(audiences.c.id).where(
-                audiences.c.id == audience_id, audiences.c.workspace_id == workspace_id
-            )
-        ).first()
-        is not None
+    return _any_audience(
+        conn, audiences.c.id == audience_id, audiences.c.workspace_id == workspace_id
     )
 
 
@@ -125,14 +124,7 @@ def member_page(
 
 
 def _name_taken(conn: sa.Connection, workspace_id: str, name: str) -> bool:
-    return (
-        conn.execute(
-            sa.select(audiences.c.id).where(
-                audiences.c.workspace_id == workspace_id, audiences.c.name == name
-            )
-        ).first()
-        is not None
-    )
+    return _any_audience(conn, audiences.c.workspace_id == workspace_id, audiences.c.name == name)
 
 
 def create(

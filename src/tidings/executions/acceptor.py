@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Future
-from datetime import datetime
 
 import sqlalchemy as sa
 
 from tidings.db import Database
 from tidings.db.group_commit import GroupCommitter
 from tidings.executions import service
-from tidings.executions.schemas import ExecutionCreate
 from tidings.executions.service import Outcome, Triggered, TriggerJob
 from tidings.executions.store import SqlAlchemyStore, SqliteStore
 from tidings.signals import WorkSignal
@@ -44,18 +42,8 @@ class TriggerAcceptor:
             name="trigger-writer",
         )
 
-    async def trigger(
-        self,
-        workspace_id: str,
-        body: ExecutionCreate,
-        now: datetime,
-        idempotency_key: str | None = None,
-        json_text: bytes | None = None,
-        high_throughput: bool = False,
-    ) -> Triggered:
-        job = service.prepare(
-            workspace_id, body, now, idempotency_key, json_text, high_throughput=high_throughput
-        )
+    async def accept(self, job: TriggerJob) -> Triggered:
+        """Commits a request `service.prepare` checked; raises what the batch found wrong."""
         with service.IN_FLIGHT.hold(job):
             if self._db.is_sqlite:
                 outcome = await self._in_this_turn(job)

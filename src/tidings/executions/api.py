@@ -93,9 +93,8 @@ async def _accept(request: Request, runtime: Runtime, principal: Principal) -> R
         raise InvalidInput.on(
             "Idempotency-Key", f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters long"
         )
-    triggered = await runtime.acceptor.trigger(
-        principal.workspace_id, body, utcnow(), idempotency_key, json_text=raw
-    )
+    job = service.prepare(principal.workspace_id, body, utcnow(), idempotency_key, raw)
+    triggered = await runtime.acceptor.accept(job)
     headers = {"Idempotent-Replayed": "true"} if triggered.replayed else None
     return Response(
         orjson.dumps(triggered.response),
