@@ -20,6 +20,7 @@ from tidings.executions.api import HOT_ROUTES as EXECUTION_HOT_ROUTES
 from tidings.executions.api import router as executions_router
 from tidings.profiles.api import router as profiles_router
 from tidings.runtime import Runtime
+from tidings.suppressions.api import router as suppressions_router
 from tidings.web import (
     BodySizeLimit,
     HotPaths,
@@ -28,6 +29,9 @@ from tidings.web import (
     install_raw_body_schemas,
 )
 from tidings.workspaces.api import router as workspaces_router
+
+# Routes that stream files row by row: TIDINGS_MAX_IMPORT_BYTES instead of the body limit.
+IMPORT_PATHS = ("/v1/profiles/imports", "/v1/suppressions/import")
 
 
 def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
@@ -54,7 +58,9 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     install_raw_body_schemas(app)
-    app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    settings = runtime.settings
+    imports = {("POST", path): settings.max_import_bytes for path in IMPORT_PATHS}
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, overrides=imports)
     app.hot_paths = HotPaths(
         {**EXECUTION_HOT_ROUTES, **AJO_HOT_ROUTES}, runtime.settings.max_body_bytes
     )
@@ -66,6 +72,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         ajo_router,
         profiles_router,
         audiences_router,
+        suppressions_router,
         console_router,
     ):
         app.include_router(router)

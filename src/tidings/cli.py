@@ -1,16 +1,25 @@
-"""The `tidings` command: serve, api, worker, migrate, trigger, keys, workspaces."""
+"""The `tidings` command: serve, api, worker, migrate, trigger, keys, workspaces, suppressions."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from tidings.app import create_app
@@ -22,15 +31,26 @@ from tidings.delivery.worker import Worker
 from tidings.errors import TidingsError
 from tidings.executions import service as executions
 from tidings.executions.schemas import ExecutionCreate, Recipient, RecipientIdentity
+from tidings.profiles.commands import app as profiles_app
 from tidings.runtime import Runtime
+from tidings.suppressions import service as suppressions
+from tidings.suppressions.schemas import (
+    SuppressionChannel,
+    SuppressionEntry,
+    SuppressionKind,
+    SuppressionType,
+)
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import Scope
 
 app = typer.Typer(help="Tidings: API-triggered campaigns over email, SMS and push.")
 keys_app = typer.Typer(help="API keys: create, list, revoke.")
 workspaces_app = typer.Typer(help="Workspaces (tenants): create, list.")
+suppressions_app = typer.Typer(help="The suppression list: add, list, remove, import.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
+app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(profiles_app, name="profiles")
 # Piped into another program, tables keep whole values on one line instead of wrapping at 80.
 console = Console() if sys.stdout.isatty() else Console(width=200)
 
@@ -230,6 +250,142 @@ def workspaces_list() -> None:
     for row in workspaces.list_workspaces(runtime.db):
         table.add_row(row["id"], row["name"], f"{row['created_at']:%Y-%m-%d %H:%M}")
     console.print(table)
+
+
+WorkspaceOption = Annotated[str, typer.Option("--workspace", help="Workspace name")]
+ChannelOption = Annotated[SuppressionChannel, typer.Option("--channel", help="email or sms")]
+IMPORT_CHUNK_BYTES = 1024 * 1024
+REJECTIONS_SHOWN = 20
+
+
+@suppressions_app.command("add")
+def suppressions_add(
+    value: Annotated[str, typer.Argument(help="An address, a domain (email) or a phone number")],
+    type_: Annotated[SuppressionType, typer.Option("--type", help="Why")] = SuppressionType.MANUAL,
+    channel: ChannelOption = SuppressionChannel.EMAIL,
+    reason: Annotated[str | None, typer.Option(help="A note kept with the entry")] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE,
+) -> None:
+    """Suppresses an address or a whole domain; adding it again updates its type."""
+    try:
+        entry = SuppressionEntry(
+            value=value, channel=channel, type=type_, source="cli", reason=reason
+        )
+    except ValidationError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    runtime = _runtime()
+    try:
+        row, created = suppressions.add_one(runtime.db, _workspace_id(runtime, workspace), entry)
+    finally:
+        runtime.close()
+    console.print(
+        f"{'added' if created else 'updated'}: {row['channel']} {row['kind']} {row['value']} "
+        f"({row['type']}), id {row['id']}"
+    )
+
+
+@suppressions_app.command("list")
+def suppressions_list(
+    channel: Annotated[SuppressionChannel | None, typer.Option(help="email or sms")] = None,
+    type_: Annotated[SuppressionType | None, typer.Option("--type", help="Only this type")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Values that start with this")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Where the previous page ended")] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE,
+) -> None:
+    """Lists suppressions, newest first."""
+    runtime = _runtime()
+    try:
+        rows, next_cursor = suppressions.list_page(
+            runtime.db,
+            _workspace_id(runtime, workspace),
+            channel=channel,
+            type=type_,
+            prefix=prefix,
+            cursor=cursor,
+            limit=limit,
+        )
+    finally:
+        runtime.close()
+    table = Table("id", "channel", "kind", "value", "type", "source", "reason", "created")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["channel"],
+            row["kind"],
+            row["value"],
+            row["type"],
+            row["source"],
+            row["reason"] or "",
+            f"{row['created_at']:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+    if next_cursor:
+        console.print(f"more: --cursor {next_cursor}")
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(
+    value: Annotated[str, typer.Argument(help="The suppressed address, domain or number")],
+    channel: ChannelOption = SuppressionChannel.EMAIL,
+    kind: Annotated[SuppressionKind | None, typer.Option(help="Default: inferred")] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE,
+) -> None:
+    """Lifts the suppression of a value: messages go to it again."""
+    runtime = _runtime()
+    try:
+        row = suppressions.remove_value(
+            runtime.db, _workspace_id(runtime, workspace), channel, value, kind
+        )
+    finally:
+        runtime.close()
+    console.print(f"removed: {row['channel']} {row['kind']} {row['value']} ({row['type']})")
+
+
+@suppressions_app.command("import")
+def suppressions_import(
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A CSV file")
+    ],
+    channel: ChannelOption = SuppressionChannel.EMAIL,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE,
+) -> None:
+    """Imports a CSV file with a header line (value,type,reason), 1,000 rows per transaction;
+    prints the rows it rejected with their line numbers."""
+    runtime = _runtime()
+    try:
+        workspace_id = _workspace_id(runtime, workspace)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with (
+            path.open("rb") as file,
+            Progress(*columns, console=console, transient=True) as progress,
+        ):
+            task = progress.add_task(f"importing {path.name}", total=path.stat().st_size)
+            report = suppressions.import_csv(
+                runtime.db,
+                workspace_id,
+                iter(lambda: file.read(IMPORT_CHUNK_BYTES), b""),
+                channel=channel,
+                source="csv",
+                on_progress=lambda size: progress.advance(task, size),
+            )
+    finally:
+        runtime.close()
+    console.print(
+        f"{report['imported']} imported, {report['updated']} updated, "
+        f"{report['rejected_count']} rejected ({report['lines']} lines)"
+    )
+    for rejection in report["rejected"][:REJECTIONS_SHOWN]:
+        console.print(f"  line {rejection['line']}: {rejection['reason']}")
+    if report["rejected_count"] > REJECTIONS_SHOWN:
+        console.print(f"  … and {report['rejected_count'] - REJECTIONS_SHOWN} more")
 
 
 def main() -> None:

@@ -38,8 +38,12 @@ class Settings(BaseSettings):
     # Largest request body accepted: room for 20 recipients with 200 KB of context between them,
     # a profile and a template, refused before anything is parsed.
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # Largest file streamed to an import route (profiles, suppressions), row by row.
+    max_import_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
     template_max_bytes: int = Field(default=256 * 1024, gt=0)
     template_fuel: int = Field(default=200_000, gt=0)
+    # Soft bounces of an address (in a row) after which it becomes a `soft_bounce` suppression.
+    soft_bounce_threshold: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("bootstrap_api_key")
     @classmethod

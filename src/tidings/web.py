@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Send
@@ -197,7 +198,7 @@ async def error_response(request: Request, exc: Exception) -> JSONResponse:
     return await unexpected_error(request, exc)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: Starlette) -> None:
     app.add_exception_handler(TidingsError, tidings_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
@@ -224,17 +225,25 @@ class BodySizeLimit:
     Checks Content-Length up front and counts the bytes of bodies sent without one.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        overrides: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # (method, path) -> limit, for routes that stream large bodies (file imports).
+        self.overrides = dict(overrides or {})
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.overrides.get((scope["method"], scope["path"]), self.max_bytes)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit)
             return
         seen = 0
 
@@ -243,21 +252,22 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise StarletteHTTPException(413, self._detail())
+                if seen > limit:
+                    raise StarletteHTTPException(413, self._detail(limit))
             return message
 
         await self.app(scope, counted, send)
 
-    def _detail(self) -> str:
-        return f"the body is larger than {self.max_bytes} bytes"
+    @staticmethod
+    def _detail(limit: int) -> str:
+        return f"the body is larger than {limit} bytes"
 
-    async def _refuse(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: AsgiScope, receive: Receive, send: Send, limit: int) -> None:
         response = problem_response(
             413,
             HTTP_TITLES[413],
-            self._detail(),
-            [FieldError("body", self._detail())],
+            self._detail(limit),
+            [FieldError("body", self._detail(limit))],
             instance=scope.get("path"),
         )
         await response(scope, receive, send)

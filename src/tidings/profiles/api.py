@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+import anyio.from_thread
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from tidings.profiles import service
-from tidings.profiles.schemas import ProfileOut, ProfileUpsert
+from tidings.profiles import imports, service
+from tidings.profiles.schemas import ImportFormat, ImportReportOut, ProfileOut, ProfileUpsert
 from tidings.runtime import Runtime
 from tidings.vocabulary import NAMESPACE_PATTERN
 from tidings.web import PROBLEM_RESPONSES, RuntimeDep, require
@@ -41,6 +44,49 @@ def _upsert(
     )
     response.status_code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
     return ProfileOut.model_validate(result.profile)
+
+
+IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/imports", response_model=ImportReportOut, openapi_extra=IMPORT_BODY)
+async def import_profiles(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: Writer,
+    format: Annotated[
+        ImportFormat | None,
+        Query(description="csv or jsonl; by default, the one the Content-Type names"),
+    ] = None,
+) -> ImportReportOut:
+    """Creates or updates profiles from a CSV or JSON Lines body, streamed: upsert by identity
+    with PATCH's merge semantics, in batches; a bad row is rejected alone (line and reason)."""
+    fmt = imports.format_for(format, request.headers.get("content-type"))
+    body = request.stream()
+
+    def chunks() -> Iterator[bytes]:
+        # The import runs on a worker thread and pulls the body from the event loop one
+        # chunk at a time: the body is never held whole.
+        while True:
+            try:
+                chunk = anyio.from_thread.run(body.__anext__)
+            except StopAsyncIteration:
+                return
+            if chunk:
+                yield chunk
+
+    report = await run_in_threadpool(
+        imports.import_profiles, runtime.db, principal.workspace_id, chunks(), fmt
+    )
+    return ImportReportOut.model_validate(report.as_dict())
 
 
 @router.put("/{namespace}/{identity}", response_model=ProfileOut, responses=UPSERT_RESPONSES)

@@ -12,6 +12,7 @@ from tidings.vocabulary import NAMESPACE_PATTERN, Channel
 
 MAX_ATTRIBUTE_BYTES = 100_000
 MAX_ATTRIBUTE_DEPTH = 10
+LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 
 
 class ConsentStatus(StrEnum):
@@ -36,9 +37,7 @@ class ProfileUpsert(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
     consent: dict[Channel, ConsentStatus] = Field(default_factory=dict)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Paris"])
-    locale: str | None = Field(
-        default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", examples=["fr-FR"]
-    )
+    locale: str | None = Field(default=None, pattern=LOCALE_PATTERN, examples=["fr-FR"])
 
 
 class ConsentOut(BaseModel):
@@ -56,3 +55,26 @@ class ProfileOut(BaseModel):
     locale: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class ImportFormat(StrEnum):
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class RejectedRow(BaseModel):
+    line: int = Field(description="Line of the file where the row starts (the first is 1)")
+    reason: str
+
+
+class ImportReportOut(BaseModel):
+    """What an import did: rows are upserted in batches, a bad row is rejected alone."""
+
+    created: int = Field(description="Rows that created a profile")
+    updated: int = Field(description="Rows that changed an existing profile")
+    unchanged: int = Field(description="Rows that matched a profile and changed nothing")
+    rejected: list[RejectedRow] = Field(
+        description="Rejected rows with their line and reason, the first 1,000 of them"
+    )
+    rejected_total: int = Field(description="Every rejected row, listed or not")
+    lines: int = Field(description="Lines read, the CSV header and blank lines included")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -29,6 +30,11 @@ from tidings.profiles.schemas import (
 from tidings.vocabulary import E164_PATTERN, EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
 
 MAX_TRACKED_PATHS = 1000
+MAX_PATH_CHARS = 512
+# Values per IN (...) list: well under SQLite's limit on bound parameters.
+IN_CHUNK = 500
+IDENTITIES_OF_SEVERAL_PROFILES = "these identities belong to different profiles; merge them first"
+CONCURRENT_CHANGE = "a concurrent request changed these identities; retry"
 PHONE_SEPARATORS = re.compile(r"[\s().\-]")
 _TIMEZONES = frozenset(available_timezones())
 
@@ -115,12 +121,29 @@ def _wanted_identities(
     namespace: str, identity_value: str, body: ProfileUpsert
 ) -> set[tuple[str, str]]:
     """The identities a PUT names, normalized; every problem of the body reported at once."""
-    errors = ErrorCollector()
-    wanted: set[tuple[str, str]] = set()
-    named = [(namespace, identity_value, "id")] + [
+    named = [(namespace, identity_value, "id"), *body_identities(body)]
+    return check_upsert(named, body)
+
+
+def body_identities(body: ProfileUpsert) -> list[tuple[str, str, str]]:
+    """(namespace, value, field) of each entry of `identities`."""
+    return [
         (identity.namespace, identity.id, f"identities.{index}.id")
         for index, identity in enumerate(body.identities)
     ]
+
+
+def check_upsert(
+    named: Iterable[tuple[str, str, str]],
+    body: ProfileUpsert,
+    *,
+    attributes_checked: bool = False,
+) -> set[tuple[str, str]]:
+    """The identities `named` (namespace, value, field), normalized, after checking them and
+    the rest of the body; InvalidInput lists every problem at once. `attributes_checked`:
+    the caller vouches that the attributes are storable, small and shallow enough."""
+    errors = ErrorCollector()
+    wanted: set[tuple[str, str]] = set()
     for identity_namespace, value, field in named:
         try:
             wanted.add((identity_namespace, normalize_identity(identity_namespace, value, field)))
@@ -128,13 +151,14 @@ def _wanted_identities(
             errors.errors.extend(exc.errors)
     if body.timezone is not None and body.timezone not in _TIMEZONES:
         errors.add("timezone", "is not an IANA time zone such as Europe/Paris")
-    problem = unstorable(body.attributes, "attributes")
-    if problem is not None:
-        errors.errors.append(problem)
-    elif len(json.dumps(body.attributes)) > MAX_ATTRIBUTE_BYTES:
-        errors.add("attributes", f"are larger than {MAX_ATTRIBUTE_BYTES} bytes as JSON")
-    if _depth(body.attributes) > MAX_ATTRIBUTE_DEPTH:
-        errors.add("attributes", f"nest deeper than {MAX_ATTRIBUTE_DEPTH} levels")
+    if not attributes_checked:
+        problem = unstorable(body.attributes, "attributes")
+        if problem is not None:
+            errors.errors.append(problem)
+        elif len(json.dumps(body.attributes)) > MAX_ATTRIBUTE_BYTES:
+            errors.add("attributes", f"are larger than {MAX_ATTRIBUTE_BYTES} bytes as JSON")
+        if _depth(body.attributes) > MAX_ATTRIBUTE_DEPTH:
+            errors.add("attributes", f"nest deeper than {MAX_ATTRIBUTE_DEPTH} levels")
     errors.raise_if_any("the profile is invalid")
     return wanted
 
@@ -163,7 +187,7 @@ def upsert(
                 return _upsert_within(conn, workspace_id, wanted, body, merge)
         except sa.exc.IntegrityError:
             if attempt:
-                raise Conflict("a concurrent request changed these identities; retry") from None
+                raise Conflict(CONCURRENT_CHANGE) from None
     raise AssertionError("unreachable")
 
 
@@ -171,6 +195,35 @@ def merge_attributes(current: Mapping[str, Any], changes: Mapping[str, Any]) -> 
     """Top-level keys of `changes` replace those of `current`; a null removes the key."""
     merged = {**current, **changes}
     return {key: value for key, value in merged.items() if value is not None}
+
+
+def changed_values(
+    current: Mapping[str, Any] | None,
+    body: ProfileUpsert,
+    now: datetime,
+    *,
+    merge: bool,
+    source: str = "api",
+) -> dict[str, Any]:
+    """The columns an upsert writes: attributes, consent, time zone, locale, updated_at.
+
+    PUT (merge=False) replaces attributes, time zone and locale; PATCH (merge=True) changes
+    only the attributes given (a null removes one) and the fields sent. Both merge consent,
+    recording a change with its time and `source`.
+    """
+    values = {
+        "attributes": body.attributes,
+        "consent": merge_consent(current["consent"] if current else {}, body, now, source),
+        "timezone": body.timezone,
+        "locale": body.locale,
+        "updated_at": now,
+    }
+    if merge and current is not None:
+        values["attributes"] = merge_attributes(current["attributes"], body.attributes)
+        for name in ("timezone", "locale"):
+            if name not in body.model_fields_set:
+                values[name] = current[name]
+    return values
 
 
 def _upsert_within(
@@ -181,24 +234,13 @@ def _upsert_within(
     merge: bool,
 ) -> UpsertResult:
     now = utcnow()
-    owners = _owners(conn, workspace_id, wanted)
+    owners = owners_of(conn, workspace_id, wanted)
     owner_ids = set(owners.values())
     if len(owner_ids) > 1:
-        raise Conflict("these identities belong to different profiles; merge them first")
+        raise Conflict(IDENTITIES_OF_SEVERAL_PROFILES)
     # Locked: consent is merged in Python, and two concurrent PUTs must not lose a change.
     current = _load_row(conn, workspace_id, owner_ids.pop(), for_update=True) if owner_ids else None
-    values = {
-        "attributes": body.attributes,
-        "consent": _merge_consent(current["consent"] if current else {}, body, now),
-        "timezone": body.timezone,
-        "locale": body.locale,
-        "updated_at": now,
-    }
-    if merge and current is not None:
-        values["attributes"] = merge_attributes(current["attributes"], body.attributes)
-        for name in ("timezone", "locale"):
-            if name not in body.model_fields_set:
-                values[name] = current[name]
+    values = changed_values(current, body, now, merge=merge)
     if current is None:
         profile_id = new_id()
         conn.execute(
@@ -216,32 +258,76 @@ def _upsert_within(
     ]
     if new_identities:
         conn.execute(profile_identities.insert(), new_identities)
-    _remember_paths(conn, workspace_id, body.attributes, now)
+    remember_paths(conn, workspace_id, attribute_paths_of(body.attributes), now)
     profile = _load(conn, workspace_id, profile_id)
     assert profile is not None
     return UpsertResult(profile=profile, created=current is None)
 
 
-def _owners(
-    conn: sa.Connection, workspace_id: str, identities: set[tuple[str, str]]
+def owners_of(
+    conn: sa.Connection, workspace_id: str, identities: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
-    condition = sa.or_(
-        *(
-            sa.and_(profile_identities.c.namespace == ns, profile_identities.c.value == value)
-            for ns, value in identities
+    """The profile id of each identity a profile of the workspace has: one query per
+    namespace and chunk of values (the identities' primary key)."""
+    by_namespace: dict[str, list[str]] = {}
+    for namespace, value in identities:
+        by_namespace.setdefault(namespace, []).append(value)
+    owners: dict[tuple[str, str], str] = {}
+    query = _OWNERS_PG if conn.dialect.name == "postgresql" else _OWNERS
+    for namespace, values in by_namespace.items():
+        for start in range(0, len(values), IN_CHUNK):
+            rows = conn.execute(
+                query,
+                {
+                    "workspace_id": workspace_id,
+                    "namespace": namespace,
+                    "values": values[start : start + IN_CHUNK],
+                },
+            ).all()
+            owners.update({(namespace, row.value): row.profile_id for row in rows})
+    return owners
+
+
+_OWNERS = sa.select(profile_identities.c.value, profile_identities.c.profile_id).where(
+    profile_identities.c.workspace_id == sa.bindparam("workspace_id"),
+    profile_identities.c.namespace == sa.bindparam("namespace"),
+    profile_identities.c.value.in_(sa.bindparam("values", expanding=True)),
+)
+# On PostgreSQL, a join with the array unnested: once psycopg prepares the IN (...) form,
+# PostgreSQL's generic plan for it used the primary key for workspace and namespace only and
+# filtered the values, scanning every identity of the namespace (an import slowed down as
+# the table grew). The join's generic plan looks each value up in the index.
+_OWNERS_PG = sa.text(
+    "SELECT i.value, i.profile_id FROM profile_identities AS i "
+    "JOIN unnest(CAST(:values AS VARCHAR[])) AS wanted(value) ON i.value = wanted.value "
+    "WHERE i.workspace_id = :workspace_id AND i.namespace = :namespace"
+)
+
+
+def load_rows_for_update(
+    conn: sa.Connection, workspace_id: str, profile_ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """Profile rows by id, locked (in id order, so concurrent batches do not deadlock)."""
+    ids = sorted(set(profile_ids))
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        query = (
+            sa.select(profiles)
+            .where(
+                profiles.c.workspace_id == workspace_id,
+                profiles.c.id.in_(ids[start : start + IN_CHUNK]),
+            )
+            .order_by(profiles.c.id)
+            .with_for_update()
         )
-    )
-    rows = conn.execute(
-        sa.select(
-            profile_identities.c.namespace,
-            profile_identities.c.value,
-            profile_identities.c.profile_id,
-        ).where(profile_identities.c.workspace_id == workspace_id, condition)
-    ).all()
-    return {(row.namespace, row.value): row.profile_id for row in rows}
+        found.update({row["id"]: dict(row) for row in conn.execute(query).mappings()})
+    return found
 
 
-def _merge_consent(current: Mapping[str, Any], body: ProfileUpsert, now: Any) -> dict[str, Any]:
+def merge_consent(
+    current: Mapping[str, Any], body: ProfileUpsert, now: datetime, source: str = "api"
+) -> dict[str, Any]:
+    """`current` consent with the body's changes, each recorded with its time and source."""
     consent = dict(current)
     for channel, status in body.consent.items():
         previous = consent.get(channel.value, {}).get("status", ConsentStatus.UNSET.value)
@@ -249,21 +335,29 @@ def _merge_consent(current: Mapping[str, Any], body: ProfileUpsert, now: Any) ->
             consent[channel.value] = {
                 "status": status.value,
                 "updated_at": now.isoformat(),
-                "source": "api",
+                "source": source,
             }
     return consent
 
 
-def _remember_paths(
-    conn: sa.Connection, workspace_id: str, attributes: Mapping[str, Any], now: Any
-) -> None:
-    paths: list[dict[str, Any]] = []
+def attribute_paths_of(attributes: Mapping[str, Any]) -> list[str]:
+    """The paths of `attributes` worth remembering: at most MAX_TRACKED_PATHS, none too long."""
+    paths: list[str] = []
     for path in attribute_paths(attributes):
         if len(paths) >= MAX_TRACKED_PATHS:
             break
-        if len(path) <= 512:
-            paths.append({"workspace_id": workspace_id, "path": path, "first_seen_at": now})
-    insert_ignoring_conflicts(conn, profile_attribute_paths, paths)
+        if len(path) <= MAX_PATH_CHARS:
+            paths.append(path)
+    return paths
+
+
+def remember_paths(
+    conn: sa.Connection, workspace_id: str, paths: Iterable[str], now: datetime
+) -> None:
+    """Records attribute paths of the workspace (those already known are left as they are)."""
+    rows = [{"workspace_id": workspace_id, "path": path, "first_seen_at": now} for path in paths]
+    for start in range(0, len(rows), IN_CHUNK):
+        insert_ignoring_conflicts(conn, profile_attribute_paths, rows[start : start + IN_CHUNK])
 
 
 def known_attribute_paths(conn: sa.Connection, workspace_id: str, paths: set[str]) -> set[str]:

@@ -1,0 +1,1 @@
+"""The suppression list: addresses and domains no message of a workspace goes to."""
