@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from tests.conftest import Tenant
 from tests.integration.test_executions import live_campaign, recipient
 from tidings.channels.adapters import Accepted, OutboundMessage, SendFailed, SendOutcome
-from tidings.delivery import queue
+from tidings.db import Database
+from tidings.delivery import queue, sqlite_queue
 from tidings.delivery.deliverer import Deliverer
 from tidings.delivery.worker import Worker
 from tidings.executions.models import messages
@@ -304,3 +305,153 @@ def test_the_worker_wakes_on_notice_and_keeps_its_in_flight_bound(tenant: Tenant
     )
     assert elapsed < 5
     assert held and max(held) <= 10
+
+
+# --- the two implementations of the queue (queue.py, and sqlite_queue.py on SQLite) -------
+
+
+def raw_rows(db: Database, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """The stored values exactly as the database holds them."""
+    with db.read() as conn:
+        marks = ", ".join("?" for _ in ids)
+        result = conn.exec_driver_sql(f"SELECT * FROM messages WHERE id IN ({marks})", tuple(ids))
+        return {row[0]: tuple(row) for row in result}
+
+
+def put_back(db: Database, rows: dict[str, tuple[Any, ...]]) -> None:
+    with db.write() as conn:
+        columns = [column.name for column in messages.columns]
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        for row in rows.values():
+            conn.exec_driver_sql(f"UPDATE messages SET {sets} WHERE id = ?", (*row, row[0]))
+
+
+def test_both_queues_claim_and_record_alike(tenant: Tenant):
+    db = tenant.runtime.db
+    if not db.is_sqlite:
+        # The bare sqlite3 queue is SQLite's: PostgreSQL never gets a connection for it.
+        with db.sqlite_write_at_once() as connection:
+            assert connection is None
+        return
+    tenant.client.put(
+        "/v1/profiles/email/stored@example.com",
+        json={"attributes": {"tier": "gold", "big": 10**30}, "consent": {"email": "in"}},
+    )
+    campaign = live_campaign(
+        tenant,
+        category="marketing",
+        content={"subject": "Sale", "html": "<a href='{{ unsubscribe_url }}'>stop</a>"},
+    )
+    execution = trigger(
+        tenant,
+        campaign,
+        recipient("stored@example.com", profile={"firstName": "Ada", "tier": "silver"}),
+        recipient("big@example.com", context={"n": 12345678901234567890123, "s": "9" * 25}),
+        recipient("plain@example.com"),
+        recipient("unicode@example.com", context={"name": "Zoë 🎉", "f": 0.1, "e": 1e300}),
+        recipient("fifth@example.com", profile={"nested": {"list": [1, 2.5, None, True]}}),
+        context={"order": {"id": "Q-1"}},
+    )
+    ids = sorted(row["id"] for row in states(tenant, execution).values())
+    with db.write() as conn:
+        # Due before anything else in the shared database, so a claim takes exactly these.
+        conn.execute(
+            messages.update()
+            .where(messages.c.id.in_(ids))
+            .values(due_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
+    queued = raw_rows(db, ids)
+    now, lease = datetime.now(UTC), timedelta(seconds=60)
+
+    by_sqlalchemy = queue.claim(db, now, len(ids), lease)
+    claimed_rows = raw_rows(db, ids)
+    put_back(db, queued)
+    with db.sqlite_write_at_once() as connection:
+        assert connection is not None, "the database should be free"
+        bare = sqlite_queue.claim(connection, db.engine.dialect, now, len(ids), lease)
+    assert [message.id for message in bare] == ids
+    assert bare == by_sqlalchemy
+    assert raw_rows(db, ids) == claimed_rows
+    assert bare[0].profile == {"tier": "silver", "big": 10**30, "firstName": "Ada"}
+    assert bare[0].consent == "in"
+    big = next(message for message in bare if message.address == "big@example.com")
+    assert big.context["n"] == 12345678901234567890123
+
+    later = now + timedelta(seconds=30)
+    outcomes = queue.Outcomes(
+        sent=[(ids[0], "Q1"), (ids[1], None)],
+        retry=[(ids[2], later, "smtp_451", "451 later")],
+        failed=[(ids[3], "smtp_550", "550 gone")],
+        excluded=[],
+        postponed=[(ids[4], later)],
+    )
+    queue.record(db, outcomes, now)
+    recorded = raw_rows(db, ids)
+    put_back(db, claimed_rows)
+    with db.sqlite_write_at_once() as connection:
+        assert connection is not None
+        sqlite_queue.record(connection, db.engine.dialect, outcomes, now)
+    assert raw_rows(db, ids) == recorded
+    put_back(db, claimed_rows)
+    excluded = queue.Outcomes(excluded=[(i, "no_consent") for i in ids])
+    queue.record(db, excluded, now)
+    recorded = raw_rows(db, ids)
+    put_back(db, claimed_rows)
+    with db.sqlite_write_at_once() as connection:
+        assert connection is not None
+        sqlite_queue.record(connection, db.engine.dialect, excluded, now)
+    assert raw_rows(db, ids) == recorded
+    assert {row[messages.columns.keys().index("state")] for row in recorded.values()} == {
+        "excluded"
+    }
+
+
+def test_the_deliverer_works_in_the_loop_on_free_sqlite_in_a_thread_on_postgresql(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+):
+    db = tenant.runtime.db
+    adapter = RecordingAdapter()
+    campaign = live_campaign(tenant)
+    execution = trigger(tenant, campaign, recipient("loop@example.com"))
+    threaded: list[str] = []
+    real_to_thread = asyncio.to_thread
+
+    async def watched(function: Any, *args: Any) -> Any:
+        threaded.append(function.__name__)
+        if db.is_sqlite:
+            raise AssertionError("not in a thread")
+        return await real_to_thread(function, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", watched)
+    drain(deliverer_for(tenant.runtime, adapter))
+    assert states(tenant, execution)["loop@example.com"]["state"] == "sent"
+    if db.is_sqlite:
+        assert threaded == []
+    else:
+        # PostgreSQL claims and records in a thread: a network round trip must not hold up
+        # the loop.
+        assert threaded
+
+
+def test_the_deliverer_waits_in_a_thread_while_another_writes(tenant: Tenant):
+    db = tenant.runtime.db
+    adapter = RecordingAdapter()
+    campaign = live_campaign(tenant)
+    execution = trigger(tenant, campaign, recipient("busy@example.com"))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_database() -> None:
+        with db.write():
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_the_database)
+    holder.start()
+    holding.wait(5)
+    threading.Timer(0.2, release.set).start()
+    try:
+        drain(deliverer_for(tenant.runtime, adapter))
+    finally:
+        release.set()
+        holder.join()
+    assert states(tenant, execution)["busy@example.com"]["state"] == "sent"

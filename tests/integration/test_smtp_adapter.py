@@ -22,7 +22,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tidings.channels.adapters import Accepted, OutboundMessage, SendFailed, SendOutcome
-from tidings.channels.email.smtp import SmtpAdapter
+from tidings.channels.email.smtp import SmtpAdapter, _Session
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +49,9 @@ class RecordingHandler:
     peers: set[Any] = field(default_factory=set)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     drop_at_data: set[str] = field(default_factory=set)
+    # The reply to the end of the data of a message to one of these recipients.
+    data_replies: dict[str, str] = field(default_factory=dict)
+    resets: int = 0
     stall_at_data: float = 0.0
     # Answer 421 and hang up on MAIL once a session has carried this many messages.
     messages_per_session: int | None = None
@@ -112,12 +115,19 @@ class RecordingHandler:
             return "250 OK"
         if self.stall_at_data:
             await asyncio.sleep(self.stall_at_data)
+        for address in envelope.rcpt_tos:
+            if address in self.data_replies:
+                return self.data_replies[address]
         assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
         self.received.append(
             Received(session.peer, envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
         )
         self._carried[session.peer] = self._carried.get(session.peer, 0) + 1
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.resets += 1
+        return "250 OK"
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.quits += 1
@@ -325,6 +335,79 @@ def test_a_451_reply_is_transient_and_the_session_carries_on(smtp_server: SmtpSe
     failed = failure(outcomes[1])
     assert (failed.reason, failed.retryable, failed.message_id) == ("smtp_451", True, "0190-0001")
     assert "Mailbox busy" in failed.detail
+    assert len(smtp_server.handler.peers) == 1
+
+
+def test_each_message_after_the_first_costs_one_write(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+):
+    """With PIPELINING, a message's content and the next message's commands go together."""
+    writes: list[bytes] = []
+    write = _Session.write
+
+    def counting(session: _Session, data: bytes) -> None:
+        writes.append(data)
+        write(session, data)
+
+    monkeypatch.setattr(_Session, "write", counting)
+    batch = [outbound(i, url=smtp_server.url) for i in range(6)]
+    [outcomes] = send(SmtpAdapter(pool_size=1, local_hostname="client.test"), batch)
+
+    assert all(isinstance(outcome, Accepted) for outcome in outcomes), outcomes
+    assert [received.rcpt_tos for received in smtp_server.handler.received] == [
+        [message.to] for message in batch
+    ]
+    transactions = [data for data in writes if b"DATA\r\n" in data or b"\r\n.\r\n" in data]
+    if smtp_server.handler.pipelining:
+        assert len(transactions) == len(batch) + 1
+        assert all(data.endswith(b"DATA\r\n") for data in transactions[:-1])
+        assert transactions[-1].endswith(b"\r\n.\r\n")
+    else:
+        # DATA, then the content, each on its own.
+        assert len(transactions) == 2 * len(batch)
+
+
+def test_a_refused_message_content_fails_alone(smtp_server: SmtpServer):
+    """A refusal after the data ends that transaction only; the next one's commands, already
+    sent behind it when pipelining, carry on without an RSET between them."""
+    smtp_server.handler.data_replies["spam@example.org"] = "554 5.7.1 Message refused"
+    batch = [
+        outbound(0, url=smtp_server.url),
+        outbound(1, url=smtp_server.url, to="spam@example.org"),
+        outbound(2, url=smtp_server.url),
+        outbound(3, url=smtp_server.url, to="spam@example.org"),
+    ]
+    [outcomes] = send(SmtpAdapter(pool_size=1, local_hostname="client.test"), batch)
+
+    assert isinstance(outcomes[0], Accepted) and isinstance(outcomes[2], Accepted)
+    for refused in (outcomes[1], outcomes[3]):
+        failed = failure(refused)
+        assert (failed.reason, failed.retryable) == ("smtp_554", False)
+        assert failed.detail == "DATA: 554 5.7.1 Message refused"
+    assert [received.rcpt_tos for received in smtp_server.handler.received] == [
+        ["user0@example.org"],
+        ["user2@example.org"],
+    ]
+    assert len(smtp_server.handler.peers) == 1
+    if smtp_server.handler.pipelining:
+        # Only the last, with nothing behind it, is followed by an RSET.
+        assert smtp_server.handler.resets == 1
+
+
+def test_refusals_of_the_next_message_leave_the_one_before_alone(smtp_server: SmtpServer):
+    smtp_server.handler.rcpt_replies["gone@example.org"] = "550 5.1.1 No such user here"
+    smtp_server.handler.rcpt_replies["busy@example.org"] = "451 4.3.0 Mailbox busy"
+    addresses = [None, "gone@example.org", None, "busy@example.org", "gone@example.org", None]
+    batch = [outbound(i, url=smtp_server.url, to=to) for i, to in enumerate(addresses)]
+    [outcomes] = send(SmtpAdapter(pool_size=1, local_hostname="client.test"), batch)
+
+    reasons = [
+        "accepted" if isinstance(outcome, Accepted) else failure(outcome).reason
+        for outcome in outcomes
+    ]
+    assert reasons == ["accepted", "smtp_550", "accepted", "smtp_451", "smtp_550", "accepted"]
+    assert [o.message_id for o in outcomes] == [m.message_id for m in batch]
+    assert len(smtp_server.handler.received) == 3
     assert len(smtp_server.handler.peers) == 1
 
 

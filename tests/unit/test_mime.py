@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.header
 import email.policy
+import itertools
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tidings.channels.email import mime
 from tidings.channels.email.mime import (
     MessageBuildError,
     build_message,
@@ -297,6 +299,41 @@ def test_mostly_ascii_bodies_are_quoted_printable_and_others_base64():
     assert b"=D0" not in raw
 
 
+def test_ascii_bodies_with_short_lines_go_as_they_are():
+    html = "<p>Order #42 ships &amp; arrives soon.</p>\n<p>Total: 3 = 1 + 2.</p>\n" * 30
+    text = "Order #42 ships.  \n. a line with a dot\nTotal: 3 = 1 + 2"
+    raw = build(html=html, text=text)
+    check_wire_format(raw)
+    message = parse(raw)
+    assert transfer_encodings(message) == ["7bit", "7bit"]
+    plain, rich = parts(message)
+    assert plain.get_content() == text.replace("\n", "\r\n")
+    assert same_lines(rich.get_content()) == html
+    # A single part ends the message, which ends with a line break: without one of its own,
+    # the text is quoted-printable (a soft break adds nothing to it).
+    assert transfer_encodings_of_single(build(html=None, text="no break")) == "quoted-printable"
+    assert transfer_encodings_of_single(build(html=None, text="a break\n")) == "7bit"
+    assert parse(build(html=None, text="a break\n")).get_content() == "a break\r\n"
+
+
+def transfer_encodings_of_single(raw: bytes) -> str:
+    return str(parse(raw)["Content-Transfer-Encoding"])
+
+
+def test_a_body_holding_the_boundary_is_quoted_printable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(mime, "_BOUNDARY_COUNTER", itertools.count(7))
+    boundary = f"=_tidings_{mime._BOUNDARY_PREFIX.decode()}_7"
+    text = f"--{boundary}\nContent-Type: text/html\n\n<script>x</script>\n--{boundary}--\n"
+    raw = build(text=text, html="<p>fine</p>")
+    check_wire_format(raw)
+    message = parse(raw)
+    assert f'boundary="{boundary}"' in str(message["Content-Type"])
+    assert transfer_encodings(message) == ["quoted-printable", "7bit"]
+    plain, rich = parts(message)
+    assert same_lines(plain.get_content()) == text
+    assert rich.get_content() == "<p>fine</p>"
+
+
 def test_long_lines_are_wrapped_by_the_transfer_encoding():
     html = "<p>" + "word " * 5000 + "</p>"  # one 25 KB line, as minified HTML often is
     text = "ж" * 3000 + "\n" + "x" * 3000
@@ -389,3 +426,15 @@ def test_html_to_text_takes_any_input(html: str):
     text = html_to_text(html)
     assert "\x00" not in text and "\x01" not in text
     assert text == text.strip("\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.sampled_from([0, 1, 500, 996, 997, 998, 999, 1000, 2500]), min_size=1),
+    ends_with_break=st.booleans(),
+)
+def test_the_line_length_check_agrees_with_splitting(lengths: list[int], ends_with_break: bool):
+    data = b"\r\n".join(b"x" * length for length in lengths)
+    if ends_with_break:
+        data += b"\r\n"
+    assert mime._lines_fit(data) == (max(map(len, data.split(b"\r\n"))) <= 998)

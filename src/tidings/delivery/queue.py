@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,17 +106,8 @@ def claim(db: Database, now: datetime, limit: int, lease: timedelta) -> list[Cla
 def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessage]:
     rows = conn.execute(
         sa.select(
-            messages.c.id,
-            messages.c.workspace_id,
-            messages.c.campaign_id,
-            messages.c.version_id,
-            messages.c.channel,
-            messages.c.address,
-            messages.c.context,
-            messages.c.profile_data,
-            messages.c.attempts,
-            profiles.c.attributes,
-            profiles.c.consent,
+            *(messages.c[name] for name in MESSAGE_COLUMNS[:-2]),
+            *(profiles.c[name] for name in MESSAGE_COLUMNS[-2:]),
         )
         .outerjoin(profiles, profiles.c.id == messages.c.profile_id)
         .where(messages.c.id.in_(ids))
@@ -128,12 +119,8 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
         row.id: row
         for row in conn.execute(
             sa.select(
-                campaign_versions.c.id,
-                campaign_versions.c.name,
-                campaign_versions.c.content,
-                campaign_versions.c.rate_per_second,
-                campaign_versions.c.channel_configuration_id,
-                campaigns.c.category,
+                *(campaign_versions.c[name] for name in VERSION_COLUMNS[:-1]),
+                campaigns.c[VERSION_COLUMNS[-1]],
             )
             .join(campaigns, campaigns.c.id == campaign_versions.c.campaign_id)
             .where(campaign_versions.c.id.in_({row.version_id for row in rows}))
@@ -148,31 +135,87 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
             )
         )
     }
+    return assemble(
+        [tuple(row) for row in rows],
+        {version_id: tuple(version) for version_id, version in versions.items()},
+        configurations,
+    )
+
+
+# Columns of a claimed message's row and of its version's, in order, for both implementations.
+MESSAGE_COLUMNS = (
+    "id",
+    "workspace_id",
+    "campaign_id",
+    "version_id",
+    "channel",
+    "address",
+    "context",
+    "profile_data",
+    "attempts",
+    "attributes",
+    "consent",
+)
+VERSION_COLUMNS = (
+    "id",
+    "name",
+    "content",
+    "rate_per_second",
+    "channel_configuration_id",
+    "category",
+)
+
+
+_CHANNELS = {channel.value: channel for channel in Channel}
+
+
+def assemble(
+    rows: Sequence[tuple[Any, ...]],
+    versions: Mapping[str, tuple[Any, ...]],
+    configurations: Mapping[str, dict[str, Any]],
+) -> list[ClaimedMessage]:
+    """ClaimedMessages from the rows read (MESSAGE_COLUMNS), their versions' rows
+    (VERSION_COLUMNS, by id) and configurations' settings (by id), already decoded."""
     claimed = []
-    for row in rows:
-        version = versions.get(row.version_id)
+    # Enum lookups by value cost more than the rest of a row: done once per version here.
+    categories = {version_id: Category(version[5]) for version_id, version in versions.items()}
+    for (
+        message_id,
+        workspace_id,
+        campaign_id,
+        version_id,
+        channel_name,
+        address,
+        context,
+        profile_data,
+        attempts,
+        attributes,
+        consent,
+    ) in rows:
+        version = versions.get(version_id)
         if version is None:
             # The join this replaces skipped such rows too; a version is never deleted.
             continue
-        channel = Channel(row.channel)
+        _, name, content, rate_per_second, configuration_id, _ = version
+        channel = _CHANNELS.get(channel_name) or Channel(channel_name)
         claimed.append(
             ClaimedMessage(
-                id=row.id,
-                workspace_id=row.workspace_id,
-                campaign_id=row.campaign_id,
-                campaign_name=version.name,
-                version_id=row.version_id,
+                id=message_id,
+                workspace_id=workspace_id,
+                campaign_id=campaign_id,
+                campaign_name=name,
+                version_id=version_id,
                 channel=channel,
-                content=version.content,
-                category=Category(version.category),
-                consent=(row.consent or {}).get(channel, {}).get("status", "unset"),
-                rate_per_second=version.rate_per_second,
-                settings=configurations.get(version.channel_configuration_id),
-                address=row.address,
-                context=row.context,
+                content=content,
+                category=categories[version_id],
+                consent=(consent or {}).get(channel, {}).get("status", "unset"),
+                rate_per_second=rate_per_second,
+                settings=configurations.get(configuration_id),
+                address=address,
+                context=context,
                 # The call's profile data wins over what is stored, for this message only.
-                profile={**(row.attributes or {}), **(row.profile_data or {})},
-                attempts=row.attempts,
+                profile={**(attributes or {}), **(profile_data or {})},
+                attempts=attempts,
             )
         )
     return claimed

@@ -7,6 +7,7 @@ message on the delivery hot path. The stdlib package stays what the tests parse 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -40,6 +41,9 @@ _SUBJECT_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _FOLD_TOKENS = re.compile(r"[ \t]*[^ \t]+")
 _LINE_BREAKS = re.compile(rb"\r\n?|\n")
 _HIGH_BYTES = bytes(range(128, 256))
+# Multipart boundaries: unique per message of this process without a system call per message.
+_BOUNDARY_PREFIX = os.urandom(8).hex().encode("ascii")
+_BOUNDARY_COUNTER = itertools.count()
 
 # Headers build_message writes itself; extra headers may not repeat them (Cc/Bcc would add
 # recipients the envelope does not have).
@@ -59,6 +63,7 @@ _OWN_HEADERS = frozenset(
     }
 )
 
+_LAST_DATE: list[int | str] = [-1, ""]
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -123,16 +128,16 @@ def build_message(
     if not html:
         if not text:
             raise MessageBuildError("empty_body", "the message has neither HTML nor text")
-        encoding, body = _encode_body(text)
+        encoding, body = _encode_body(text, None)
         return b"".join(("".join(parts).encode("ascii"), _TEXT_PART, encoding, b"\r\n\r\n", body))
 
     if not text:
         text = html_to_text(html)
-    text_encoding, text_body = _encode_body(text)
-    html_encoding, html_body = _encode_body(html)
     # Quoted-printable never writes "=_" (its "=" is followed by hex digits or a line break) and
-    # base64 never writes "_", so this boundary cannot occur in either encoded body.
-    boundary = b"=_tidings_" + os.urandom(12).hex().encode("ascii")
+    # base64 never writes "_"; a 7bit body that holds the boundary is quoted-printable instead.
+    boundary = b"=_tidings_%s_%x" % (_BOUNDARY_PREFIX, next(_BOUNDARY_COUNTER))
+    text_encoding, text_body = _encode_body(text, boundary)
+    html_encoding, html_body = _encode_body(html, boundary)
     parts.append(
         f'Content-Type: multipart/alternative;\r\n boundary="{boundary.decode("ascii")}"\r\n\r\n'
     )
@@ -203,7 +208,11 @@ def _domain(domain: str, what: str) -> str:
 
 def _format_date(moment: datetime | None) -> str:
     if moment is None:
-        t = time.gmtime()
+        # Messages built in the same second share the formatted date.
+        second = int(time.time())
+        if _LAST_DATE[0] != second:
+            _LAST_DATE[:] = [second, _format_date(datetime.fromtimestamp(second, UTC))]
+        return str(_LAST_DATE[1])
     else:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
@@ -321,19 +330,34 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8", "replace")
 
 
-def _encode_body(text: str) -> tuple[bytes, bytes]:
-    """(Content-Transfer-Encoding, encoded body ending with CRLF) for a UTF-8 text part.
+def _encode_body(text: str, boundary: bytes | None) -> tuple[bytes, bytes]:
+    """(Content-Transfer-Encoding, encoded body) for a UTF-8 text part.
 
-    Quoted-printable keeps mostly-ASCII text readable and small; once more than one byte in six
-    is non-ASCII, base64 is the smaller of the two (QP spends 3 bytes per such byte, base64 4/3
-    per byte).
+    ASCII text whose lines fit in 998 octets goes as it is, 7bit: encoding it costs more than
+    writing the rest of the message. `boundary` is the multipart boundary that follows the
+    body (the line break before it belongs to the boundary, so the body need not end with
+    one); None for a single part, which ends the message and so must end with a line break.
+    Otherwise quoted-printable keeps mostly-ASCII text readable and small; once more than one
+    byte in six is non-ASCII, base64 is the smaller of the two (QP spends 3 bytes per such
+    byte, base64 4/3 per byte). Those two end with a line break (a soft one for QP, which adds
+    nothing to the text).
     """
     data = _utf8(text)
     if b"\r" in data:
         data = _LINE_BREAKS.sub(b"\r\n", data)
     elif b"\n" in data:
         data = data.replace(b"\n", b"\r\n")
-    high = 0 if data.isascii() else len(data) - len(data.translate(None, _HIGH_BYTES))
+    if data.isascii():
+        if (
+            b"\0" not in data
+            and (boundary is not None or data.endswith(b"\r\n"))
+            and _lines_fit(data)
+            and (boundary is None or boundary not in data)
+        ):
+            return b"7bit", data
+        high = 0
+    else:
+        high = len(data) - len(data.translate(None, _HIGH_BYTES))
     if high * 6 > len(data):
         encoded = b2a_base64(data, newline=False)
         lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
@@ -353,6 +377,22 @@ def _encode_body(text: str) -> tuple[bytes, bytes]:
         # A soft line break: the message ends with CRLF without adding one to the text.
         encoded += b"=\r\n"
     return b"quoted-printable", encoded
+
+
+def _lines_fit(data: bytes) -> bool:
+    """Whether every line of `data` (CRLF line breaks) is within 998 octets.
+
+    Jumps to the last line break within reach of each line's start rather than splitting:
+    a few searches for a body of a few kilobytes instead of one object per line.
+    """
+    start, size = 0, len(data)
+    while size - start > _HARD_LIMIT:
+        # A break that starts within 998 octets of `start` ends the line that starts there.
+        end = data.rfind(b"\r\n", start, start + _HARD_LIMIT + 2)
+        if end < 0:
+            return False
+        start = end + 2
+    return True
 
 
 # --- HTML to text --------------------------------------------------------------------------

@@ -6,10 +6,14 @@ AUTH, and more than halves throughput. A connection carries one message at a tim
 spread over the pool's connections concurrently.
 
 The client is a small one written for this hot path on asyncio's protocol API rather than a
-general library: per message it writes MAIL FROM, RCPT TO and DATA together when the relay
-offers PIPELINING (RFC 2920; Postfix does), then the message, so a message costs two writes and
-two round trips; the message bytes come from mime.build_message, already with CRLF line
-endings, and are only dot-stuffed. aiosmtplib spent several times as much CPU per message
+general library. When the relay offers PIPELINING (RFC 2920; Postfix does) it writes MAIL FROM,
+RCPT TO and DATA together, and once the relay has said 354, the message's content followed by
+the next message's MAIL FROM, RCPT TO and DATA, so that a message costs one write and one round
+trip on a busy connection (a socket write cost more CPU than building the message). The reply
+to the content comes first and decides that message alone: the end of its data ends its
+transaction whatever the reply (RFC 5321 4.1.1.4), and the replies that follow are the next
+message's. The message bytes come from mime.build_message, already with CRLF line endings,
+and are only dot-stuffed. aiosmtplib spent several times as much CPU per message
 (one write and one round trip per command, two regular-expression passes over each message),
 and on `tidings serve` that CPU is taken from the API, which shares the process.
 
@@ -32,7 +36,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -51,7 +55,6 @@ IDLE_TIMEOUT = 60.0
 QUIT_TIMEOUT = 5.0
 
 _QUEUED_AS = re.compile(r"queued as ([^\s;,]+)", re.IGNORECASE)
-_LINE_BREAKS = re.compile(rb"\r\n?|\n")
 # RFC 4954's replies about the session's authentication (or, for 530, often its missing TLS).
 _SESSION_REFUSALS = frozenset({530, 534, 535, 538})
 
@@ -113,6 +116,17 @@ class _Options:
 class _Job:
     index: int
     message: OutboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A message written out for the wire: its bytes (not yet dot-stuffed) and envelope."""
+
+    index: int
+    message_id: str
+    raw: bytes
+    sender: bytes
+    recipients: list[bytes]
 
 
 class _RelayDown(Exception):
@@ -225,33 +239,53 @@ class _Pool:
         if not pending:
             return
         connection = await self._idle.get()
-        try:
+        # Messages this connection took: the one being sent, and the next one once its commands
+        # went out with that one's content.
+        mine: deque[_Prepared] = deque()
+
+        def take() -> _Prepared | None:
+            """The next message that can be written, into `mine`; those that cannot are failed
+            on the spot."""
             while pending:
                 job = pending.popleft()
-                outcomes[job.index] = await self._send_one(connection, job, down)
+                try:
+                    raw, sender, recipients = _serialize(job.message)
+                except MessageBuildError as exc:
+                    outcomes[job.index] = SendFailed(
+                        job.message.message_id, exc.reason, exc.detail, retryable=False
+                    )
+                    continue
+                prepared = _Prepared(job.index, job.message.message_id, raw, sender, recipients)
+                mine.append(prepared)
+                return prepared
+            return None
+
+        try:
+            while mine or take():
+                message = mine.popleft()
+                outcomes[message.index] = await self._send_one(connection, message, down, take)
         finally:
             self._idle.put_nowait(connection)
 
     async def _send_one(
-        self, connection: _Connection, job: _Job, down: list[_RelayDown]
+        self,
+        connection: _Connection,
+        message: _Prepared,
+        down: list[_RelayDown],
+        following: Callable[[], _Prepared | None],
     ) -> SendOutcome:
-        message_id = job.message.message_id
-        try:
-            raw, sender, recipients = _serialize(job.message)
-        except MessageBuildError as exc:
-            return SendFailed(message_id, exc.reason, exc.detail, retryable=False)
         if down:
-            return down[0].failure(message_id)
+            return down[0].failure(message.message_id)
         try:
-            return await connection.deliver(message_id, raw, sender, recipients)
+            return await connection.deliver(message, following)
         except _RelayDown as exc:
             down.append(exc)
-            return exc.failure(message_id)
+            return exc.failure(message.message_id)
         except Exception as exc:
             # Not the message's fault, and raising would lose the outcomes of the whole batch
             # (those already sent would be sent again).
             connection.discard()
-            return SendFailed(message_id, "internal_error", repr(exc), retryable=True)
+            return SendFailed(message.message_id, "internal_error", repr(exc), retryable=True)
 
     async def close(self) -> None:
         await asyncio.gather(*(connection.close() for connection in self._connections))
@@ -314,23 +348,33 @@ class _Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
-        buffer += data
-        start = 0
-        while True:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            line = bytes(buffer[start:end]).rstrip(b"\r")
-            start = end + 1
-            self._lines.append(line)
+        if buffer:
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        lines = data.split(b"\n")
+        # What follows the last line break: the start of a line still on its way.
+        buffer += lines.pop()
+        replies, pending = self._replies, self._lines
+        for line in lines:
+            line = line.rstrip(b"\r")
             if line[3:4] == b"-":
+                pending.append(line)
                 continue
-            lines, self._lines = self._lines, []
-            code = int(line[:3]) if line[:3].isdigit() else 0
-            text = "\n".join(item[4:].decode("utf-8", "replace") for item in lines)
-            self._replies.append((code, text))
-        del buffer[:start]
-        if len(buffer) > _MAX_REPLY_LINE or any(code == 0 for code, _ in self._replies):
+            digits = line[:3]
+            if not digits.isdigit():
+                self._replies = []
+                self.abort(_Closed("the relay's reply is not SMTP"))
+                self._settle()
+                return
+            if pending:
+                pending.append(line)
+                text = "\n".join(item[4:].decode("utf-8", "replace") for item in pending)
+                pending.clear()
+            else:
+                text = line[4:].decode("utf-8", "replace")
+            replies.append((int(digits), text))
+        if len(buffer) > _MAX_REPLY_LINE:
             self._replies = []
             self.abort(_Closed("the relay's reply is not SMTP"))
         self._settle()
@@ -339,11 +383,26 @@ class _Session(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        replies = self._replies
-        if len(replies) >= self._expected or (replies and replies[-1][0] == 421):
+        replies = self._take(self._expected)
+        if replies is not None:
             waiter.set_result(replies)
         elif self._lost is not None:
             waiter.set_exception(self._lost)
+
+    def _take(self, count: int) -> list[_Reply] | None:
+        """The next `count` replies, or up to a 421 among them (after which a relay says
+        nothing more); None while they have not all come."""
+        replies = self._replies
+        for index in range(min(count, len(replies))):
+            if replies[index][0] == 421:
+                count = index + 1
+                break
+        else:
+            if len(replies) < count:
+                return None
+        taken = replies[:count]
+        del replies[:count]
+        return taken
 
     # requests
 
@@ -359,27 +418,38 @@ class _Session(asyncio.Protocol):
             and not self._lines
         )
 
-    async def request(self, data: bytes, expected: int, timeout: float) -> list[_Reply]:
-        """Writes `data` (nothing for the greeting) and returns the next `expected` replies,
-        fewer when one is a 421. Raises _Closed when the session ends first, TimeoutError."""
+    def write(self, data: bytes) -> None:
+        """Writes commands (or a message) whose replies `receive` then collects, in order."""
+        if self._lost is not None:
+            raise self._lost
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def receive(self, expected: int, timeout: float) -> list[_Reply]:
+        """The next `expected` replies to what was written, fewer when one is a 421. Raises
+        _Closed when the session ends first, TimeoutError."""
+        # Replies to pipelined commands have often come already.
+        replies = self._take(expected)
+        if replies is not None:
+            return replies
         if self._lost is not None:
             raise self._lost
         waiter: asyncio.Future[list[_Reply]] = self._loop.create_future()
         self._waiter = waiter
         self._expected = expected
-        if data:
-            assert self.transport is not None
-            self.transport.write(data)
-        else:
-            # The greeting may have arrived before anyone asked for it.
-            self._settle()
         timer = self._loop.call_later(timeout, _expire, waiter, timeout)
         try:
             return await waiter
         finally:
             timer.cancel()
             self._waiter = None
-            self._replies = []
+
+    async def request(self, data: bytes, expected: int, timeout: float) -> list[_Reply]:
+        """Writes `data` (nothing for the greeting) and returns the next `expected` replies,
+        fewer when one is a 421. Raises _Closed when the session ends first, TimeoutError."""
+        if data:
+            self.write(data)
+        return await self.receive(expected, timeout)
 
     async def command(self, line: bytes, timeout: float) -> _Reply:
         [reply] = (await self.request(line + b"\r\n", 1, timeout))[:1]
@@ -414,54 +484,79 @@ class _Connection:
         self._local_hostname = local_hostname
         self._session: _Session | None = None
         self._last_used = 0.0
+        # The next message, when its commands were written after this one's content, and the
+        # session they went on.
+        self._ahead: tuple[_Prepared, _Session] | None = None
 
     async def deliver(
-        self, message_id: str, raw: bytes, sender: bytes, recipients: list[bytes]
+        self, message: _Prepared, following: Callable[[], _Prepared | None] | None = None
     ) -> SendOutcome:
-        """The outcome of one transaction; raises _RelayDown when no session can be opened."""
+        """The outcome of one transaction; raises _RelayDown when no session can be opened.
+
+        With PIPELINING, once the relay has said 354 to this message's DATA, `following` is
+        asked for the next message of this connection: its MAIL FROM, RCPT TO and DATA go in
+        the same write as this message's content (RFC 2920: the end of the data may be
+        followed by the next transaction's commands), and the caller delivers it next.
+        """
         timeout = self._options.command_timeout
+        ahead, self._ahead = self._ahead, None
         for attempt in range(2):
-            fresh, session = await self._open()
-            self._last_used = time.monotonic()
-            stages = ["MAIL FROM"] + ["RCPT TO"] * len(recipients) + ["DATA"]
+            recipients = message.recipients
             expected = [_OK] + [_RCPT_OK] * len(recipients) + [_DATA_OK]
-            size = b" SIZE=%d" % len(raw) if "SIZE" in session.extensions else b""
-            commands = [b"MAIL FROM:<%s>%s\r\n" % (sender, size)]
-            commands += [b"RCPT TO:<%s>\r\n" % recipient for recipient in recipients]
-            commands.append(b"DATA\r\n")
             stage = "MAIL FROM"
+            session = self._session
+            # Its commands went out with the message before, on the session still open: only
+            # their replies are awaited.
+            written = (
+                attempt == 0 and ahead is not None and ahead[0] is message and ahead[1] is session
+            )
+            if written and session is not None:
+                fresh = False
+            else:
+                fresh, session = await self._open()
+            self._last_used = time.monotonic()
+            pipelining = "PIPELINING" in session.extensions
             try:
-                if "PIPELINING" in session.extensions:
-                    replies = await session.request(b"".join(commands), len(commands), timeout)
+                if written:
+                    replies = await session.receive(len(expected), timeout)
+                elif pipelining:
+                    session.write(_envelope(message, session))
+                    replies = await session.receive(len(expected), timeout)
                 else:
                     replies = []
-                    for command in commands:
+                    for command in _commands(message, session):
                         replies += await session.request(command, 1, timeout)
                         if replies[-1][0] not in expected[len(replies) - 1]:
                             break
                 refused = _first_refusal(replies, expected)
-                if refused is None and len(replies) < len(commands):
+                if refused is None and len(replies) < len(expected):
                     raise _Closed("the relay closed the connection")
                 if refused is not None:
                     code, text = replies[refused]
-                    stage = stages[refused]
+                    stage = _stage(refused, len(recipients))
                     if code == 421:
                         # The relay is closing this session (idle, too many messages, shutting
                         # down); before DATA it has taken nothing.
                         self.discard()
                         if refused == 0 and not fresh and attempt == 0:
                             continue
-                    elif replies[-1][0] == 354 and len(replies) == len(commands):
+                    elif replies[-1][0] == 354 and len(replies) == len(expected):
                         # DATA accepted although a recipient was refused (RFC 2920 3.1): an
                         # empty message ends the transaction, which the relay then refuses.
                         stage = "DATA"
                         await session.request(b".\r\n", 1, timeout)
-                        stage = stages[refused]
+                        stage = _stage(refused, len(recipients))
                     else:
                         await self._reset(session)
-                    return _refusal(message_id, stage, code, text)
+                    return _refusal(message.message_id, stage, code, text)
                 stage = "DATA"
-                [(code, text)] = (await session.request(_data(raw), 1, timeout))[:1]
+                data = _data(message.raw)
+                following_message = following() if pipelining and following else None
+                if following_message is not None:
+                    data += _envelope(following_message, session)
+                    self._ahead = (following_message, session)
+                session.write(data)
+                [(code, text)] = (await session.receive(1, timeout))[:1]
             except (OSError, TimeoutError) as exc:
                 self.discard()
                 # A reused session the relay dropped while idle fails on its first command,
@@ -471,19 +566,24 @@ class _Connection:
                 # Lost after the message was written, it may have been delivered: retrying
                 # risks a duplicate, which the caller's retry policy decides on.
                 return SendFailed(
-                    message_id, "connection_error", f"{stage}: {_describe(exc)}", retryable=True
+                    message.message_id,
+                    "connection_error",
+                    f"{stage}: {_describe(exc)}",
+                    retryable=True,
                 )
             except BaseException:
                 # Cancelled (or worse) mid-transaction: the session's state is unknown.
                 self.discard()
                 raise
             if code == 250:
-                return Accepted(message_id, _provider_id(text))
+                return Accepted(message.message_id, _provider_id(text))
             if code == 421:
                 self.discard()
-            else:
+            elif self._ahead is None:
                 await self._reset(session)
-            return _refusal(message_id, stage, code, text)
+            # Else the end of the data ended the refused transaction (RFC 5321 4.1.1.4), and
+            # the next one's commands are on their way: no RSET may come between.
+            return _refusal(message.message_id, stage, code, text)
         raise AssertionError("unreachable: the second attempt always returns")
 
     async def _open(self) -> tuple[bool, _Session]:
@@ -628,6 +728,24 @@ class _Connection:
             session.abort()
 
 
+def _commands(message: _Prepared, session: _Session) -> list[bytes]:
+    """MAIL FROM, RCPT TO per recipient and DATA, each with its line ending."""
+    size = b" SIZE=%d" % len(message.raw) if "SIZE" in session.extensions else b""
+    commands = [b"MAIL FROM:<%s>%s\r\n" % (message.sender, size)]
+    commands += [b"RCPT TO:<%s>\r\n" % recipient for recipient in message.recipients]
+    commands.append(b"DATA\r\n")
+    return commands
+
+
+def _envelope(message: _Prepared, session: _Session) -> bytes:
+    return b"".join(_commands(message, session))
+
+
+def _stage(index: int, recipients: int) -> str:
+    """The command of the index-th reply to _commands."""
+    return "MAIL FROM" if index == 0 else "DATA" if index > recipients else "RCPT TO"
+
+
 def _refusal(message_id: str, stage: str, code: int, text: str) -> SendFailed:
     permanent = 500 <= code <= 599 and code not in _SESSION_REFUSALS
     return SendFailed(
@@ -646,9 +764,9 @@ def _hostname(name: str) -> bytes:
 
 def _data(raw: bytes) -> bytes:
     """The message as it goes after DATA's 354: dot-stuffed (RFC 5321 4.5.2), ending with the
-    lone dot. build_message writes CRLF line endings; anything else is normalized first."""
-    if raw.count(b"\n") != raw.count(b"\r\n") or raw.count(b"\r") != raw.count(b"\r\n"):
-        raw = _LINE_BREAKS.sub(b"\r\n", raw)
+    lone dot. `raw` comes from build_message, whose line breaks are all CRLF (which
+    tests/unit/test_mime.py checks of every message it builds): looking for others cost more
+    than the rest of this."""
     if raw.startswith(b"."):
         raw = b"." + raw
     raw = raw.replace(b"\r\n.", b"\r\n..")
