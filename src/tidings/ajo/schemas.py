@@ -18,6 +18,7 @@ from tidings.executions.schemas import (
     Recipient,
     RecipientIdentity,
 )
+from tidings.vocabulary import NAMESPACE_PATTERN
 
 
 class _Wire(BaseModel):
@@ -32,7 +33,7 @@ class AjoChannelData(_Wire):
 class AjoRecipient(_Wire):
     type: Literal["aep", "external"]
     user_id: str = Field(alias="userId", min_length=1, max_length=320)
-    namespace: str = Field(min_length=1, max_length=64)
+    namespace: str = Field(pattern=NAMESPACE_PATTERN)
     channel_data: AjoChannelData | None = Field(default=None, alias="channelData")
     profile: dict[str, Any] | None = None
     context: dict[str, Any] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import sqlite3
@@ -147,9 +148,16 @@ class Database:
                         raise
                     connection.execute("COMMIT")
                 finally:
-                    connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                    # After a COMMIT nothing may raise: the caller would take the batch for
+                    # not written and write it again. A connection whose timeout could not be
+                    # restored is dropped from the pool instead.
+                    try:
+                        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                    except sqlite3.Error:
+                        pooled.invalidate()
             finally:
-                pooled.close()
+                with contextlib.suppress(Exception):
+                    pooled.close()
         finally:
             self._sqlite_writer.release()
 

@@ -92,7 +92,13 @@ class GroupCommitter(Generic[Job, Result]):
                 except queue.Empty:
                     break
             if batch:
-                self._commit(batch)
+                try:
+                    self._commit(batch)
+                except BaseException as exc:
+                    log.exception("%s: a batch failed", self._name)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
 
     def _commit(self, batch: list[tuple[Job, Future[Result]]]) -> None:
         jobs = [job for job, _ in batch]
@@ -114,6 +120,10 @@ class GroupCommitter(Generic[Job, Result]):
                 except Exception:
                     log.exception("%s: after-commit hook failed", self._name)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
+            # A caller that stopped waiting (its request was cancelled) finds its job
+            # committed all the same; nobody is left to tell.
+            if future.done():
+                continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:

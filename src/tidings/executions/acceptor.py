@@ -48,10 +48,17 @@ class TriggerAcceptor:
             if self._db.is_sqlite:
                 outcome = await self._in_this_turn(job)
             else:
-                outcome = await asyncio.wrap_future(self._committer.submit(job))
+                outcome = await self._by_the_writer(job)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def _by_the_writer(self, job: TriggerJob) -> asyncio.Future[Outcome]:
+        # Not asyncio.wrap_future: a cancelled request must not cancel the writer's future
+        # (the job is committed anyway, and the writer resolves every future of its batch).
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        _chain(self._committer.submit(job), future)
+        return future
 
     def _in_this_turn(self, job: TriggerJob) -> asyncio.Future[Outcome]:
         loop = asyncio.get_running_loop()
@@ -76,7 +83,11 @@ class TriggerAcceptor:
             outcomes = None
         if outcomes is None:
             for job, future in batch:
-                _chain(self._committer.submit(job), future)
+                try:
+                    _chain(self._committer.submit(job), future)
+                except RuntimeError as exc:  # the writer is closed: the process is stopping
+                    if not future.done():
+                        future.set_exception(exc)
             return
         self._after_commit(jobs, outcomes)
         for (_, future), outcome in zip(batch, outcomes, strict=True):

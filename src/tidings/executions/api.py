@@ -49,7 +49,6 @@ def _require_reader(principal: Principal) -> None:
     "",
     response_model=ExecutionAccepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"model": ExecutionAccepted, "description": "Replayed"}},
     openapi_extra=raw_body_openapi(
         ExecutionCreate,
         parameters=[
@@ -69,8 +68,9 @@ async def create_execution(request: Request, runtime: RuntimeDep, principal: Tri
     (its audience or `audience_id`), now or at `execute_at`.
 
     The execution and its messages are on disk when this answers 202. The same `request_id`
-    (or `Idempotency-Key`) with the same body answers the original response again and sends
-    nothing more; with another body it is a 422; while the first is in progress, a 409.
+    (or `Idempotency-Key`) with the same body answers the original response again (202, with
+    the header `Idempotent-Replayed: true`) and sends nothing more; with another body it is a
+    422; while the first is in progress, a 409.
     """
     return await _accept(request, runtime, principal)
 

@@ -91,12 +91,15 @@ class _InFlight:
 IN_FLIGHT = _InFlight()
 
 
-def request_hash(body: ExecutionCreate) -> str:
+def request_hash(body: ExecutionCreate, high_throughput: bool = False) -> str:
     """SHA-256 of the body without its request_id, keys sorted: a resent request matches even
-    when its client orders keys differently."""
+    when its client orders keys differently. The endpoint counts too: a key first used on
+    AJO's unitary API is not replayed by its high-throughput one."""
     canonical = orjson.dumps(
         body.model_dump(mode="json", exclude={"request_id"}), option=orjson.OPT_SORT_KEYS
     )
+    if high_throughput:
+        canonical += b"|high-throughput"
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -122,7 +125,7 @@ def prepare(
         workspace_id=workspace_id,
         body=body,
         key=key,
-        digest=request_hash(body) if key is not None else "",
+        digest=request_hash(body, high_throughput) if key is not None else "",
         now=now,
         high_throughput=high_throughput,
     )
@@ -658,16 +661,19 @@ def _message_row(
 # ---------------------------------------------------------------- reading
 
 
-def _load_execution(conn: sa.Connection, workspace_id: str, execution_id: str) -> dict[str, Any]:
-    row = (
-        conn.execute(
-            sa.select(executions, campaign_versions.c.number.label("version"))
-            .join(campaign_versions, campaign_versions.c.id == executions.c.version_id)
-            .where(executions.c.id == execution_id, executions.c.workspace_id == workspace_id)
-        )
-        .mappings()
-        .first()
+def _load_execution(
+    conn: sa.Connection, workspace_id: str, execution_id: str, *, for_update: bool = False
+) -> dict[str, Any]:
+    query = (
+        sa.select(executions, campaign_versions.c.number.label("version"))
+        .join(campaign_versions, campaign_versions.c.id == executions.c.version_id)
+        .where(executions.c.id == execution_id, executions.c.workspace_id == workspace_id)
     )
+    if for_update:
+        # A fan-out page holds this row while it queues messages: wait for it, then see
+        # what it left (PostgreSQL; SQLite's single writer serializes them anyway).
+        query = query.with_for_update(of=executions)
+    row = conn.execute(query).mappings().first()
     if row is None:
         raise NotFound("no such execution in this workspace")
     return dict(row)
@@ -724,7 +730,7 @@ def cancel(db: Database, workspace_id: str, execution_id: str, now: datetime) ->
     """Cancels an execution that has not fired: a scheduled audience execution, or a unitary
     one whose messages all still wait for their execute_at. Conflict once anything was sent."""
     with db.write() as conn:
-        execution = _load_execution(conn, workspace_id, execution_id)
+        execution = _load_execution(conn, workspace_id, execution_id, for_update=True)
         status = ExecutionStatus(execution["status"])
         if status is ExecutionStatus.CANCELLED:
             return _view(execution, _counts(conn, execution_id))
@@ -746,7 +752,7 @@ def cancel(db: Database, workspace_id: str, execution_id: str, now: datetime) ->
         )
         conn.execute(
             executions.update()
-            .where(executions.c.id == execution_id)
+            .where(executions.c.id == execution_id, executions.c.status == status.value)
             .values(status=ExecutionStatus.CANCELLED.value, finished_at=now)
         )
         execution = _load_execution(conn, workspace_id, execution_id)
