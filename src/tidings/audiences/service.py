@@ -160,13 +160,7 @@ def delete(db: Database, workspace_id: str, audience_id: str) -> None:
     finished its fan-out fails when it finds its audience gone (executions/fanout.py).
     """
     with db.write() as conn:
-        found = conn.execute(
-            sa.select(audiences.c.id)
-            .where(audiences.c.id == audience_id, audiences.c.workspace_id == workspace_id)
-            .with_for_update()
-        ).first()
-        if found is None:
-            raise NotFound(NOT_FOUND)
+        _lock(conn, workspace_id, audience_id)
         if _targeted_by_active_campaign(conn, workspace_id, audience_id):
             raise Conflict("a live or scheduled campaign targets this audience; change it first")
         conn.execute(audience_members.delete().where(audience_members.c.audience_id == audience_id))

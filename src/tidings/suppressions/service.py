@@ -203,18 +203,22 @@ def suppressed(
         suppressions.c.type,
         suppressions.c.source,
     )
-    by_address: dict[str, SuppressionMatch] = {}
-    values = sorted(set(forms.values()))
-    for chunk in _chunks(values):
-        rows = conn.execute(
-            sa.select(*columns).where(
-                suppressions.c.workspace_id == workspace_id,
-                suppressions.c.channel == channel,
-                suppressions.c.kind == SuppressionKind.ADDRESS.value,
-                suppressions.c.value.in_(chunk),
-            )
-        ).all()
-        by_address.update({row.value: _match(row) for row in rows})
+
+    def entries(kind: SuppressionKind, values: Iterable[str]) -> dict[str, SuppressionMatch]:
+        found: dict[str, SuppressionMatch] = {}
+        for chunk in _chunks(sorted(set(values))):
+            rows = conn.execute(
+                sa.select(*columns).where(
+                    suppressions.c.workspace_id == workspace_id,
+                    suppressions.c.channel == channel,
+                    suppressions.c.kind == kind.value,
+                    suppressions.c.value.in_(chunk),
+                )
+            ).all()
+            found.update({row.value: _match(row) for row in rows})
+        return found
+
+    by_address = entries(SuppressionKind.ADDRESS, forms.values())
     by_domain: dict[str, SuppressionMatch] = {}
     domains_of: dict[str, list[str]] = {}
     if channel == SuppressionChannel.EMAIL:
@@ -222,17 +226,9 @@ def suppressed(
             _, at, domain = form.rpartition("@")
             if at and domain:
                 domains_of[form] = parent_domains(domain)
-        candidates = sorted({d for domains in domains_of.values() for d in domains})
-        for chunk in _chunks(candidates):
-            rows = conn.execute(
-                sa.select(*columns).where(
-                    suppressions.c.workspace_id == workspace_id,
-                    suppressions.c.channel == channel,
-                    suppressions.c.kind == SuppressionKind.DOMAIN.value,
-                    suppressions.c.value.in_(chunk),
-                )
-            ).all()
-            by_domain.update({row.value: _match(row) for row in rows})
+        by_domain = entries(
+            SuppressionKind.DOMAIN, (d for domains in domains_of.values() for d in domains)
+        )
     found: dict[str, SuppressionMatch] = {}
     for address, form in forms.items():
         matches = [by_domain[d] for d in domains_of.get(form, ()) if d in by_domain]
