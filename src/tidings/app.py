@@ -18,6 +18,8 @@ from tidings.console.pages import router as console_router
 from tidings.delivery.worker import Worker
 from tidings.executions.api import HOT_ROUTES as EXECUTION_HOT_ROUTES
 from tidings.executions.api import router as executions_router
+from tidings.operations.api import router as operations_router
+from tidings.operations.service import ReadinessProbe, WorkerState
 from tidings.profiles.api import router as profiles_router
 from tidings.runtime import Runtime
 from tidings.suppressions.api import router as suppressions_router
@@ -35,10 +37,13 @@ IMPORT_PATHS = ("/v1/profiles/imports", "/v1/suppressions/import")
 
 
 def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
+    worker = WorkerState()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         task = asyncio.create_task(Worker(runtime).run(stop)) if with_worker else None
+        worker.task = task
         try:
             yield
         finally:
@@ -56,6 +61,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
+    app.state.readiness = ReadinessProbe(runtime.db, worker)
     install_error_handlers(app)
     install_raw_body_schemas(app)
     settings = runtime.settings
@@ -74,12 +80,8 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         audiences_router,
         suppressions_router,
         console_router,
+        operations_router,
     ):
         app.include_router(router)
-
-    @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        """Alive: the process answers. (Readiness checks come with the operations issue.)"""
-        return {"status": "ok"}
 
     return app

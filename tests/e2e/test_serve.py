@@ -103,6 +103,14 @@ def test_first_start_prints_an_admin_key_that_works(tmp_path: Path):
         with httpx.Client(base_url=running.base_url) as anonymous:
             assert anonymous.get("/v1/campaigns").status_code == 401
             assert "Tidings" in anonymous.get("/").text
+            # `tidings serve` runs its worker: every readiness check passes.
+            ready = anonymous.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {
+                "database": "ok",
+                "migrations": "ok",
+                "worker": "ok",
+            }
     finally:
         output = stop_server(running)
     assert running.process.returncode in CLEAN_EXITS, output
