@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,10 +41,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     # Largest file streamed to an import route (profiles, suppressions), row by row.
     max_import_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    # Requests per second one API key may send to this process (bursts of twice that); 0: no
+    # limit. Over it, 429 with Retry-After.
+    api_rate_limit: float = Field(default=0.0, ge=0)
     template_max_bytes: int = Field(default=256 * 1024, gt=0)
     template_fuel: int = Field(default=200_000, gt=0)
     # Soft bounces of an address (in a row) after which it becomes a `soft_bounce` suppression.
     soft_bounce_threshold: int = Field(default=3, ge=1, le=1000)
+    # Marketing to a recipient whose consent on the channel is unset (or who has no stored
+    # profile): "allow" (AJO's reading: unset is consent) or "deny". A workspace may override.
+    unset_consent: Literal["allow", "deny"] = "allow"
 
     @field_validator("bootstrap_api_key")
     @classmethod

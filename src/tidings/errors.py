@@ -8,6 +8,7 @@ TidingsError
 │   └── InvalidTransition   a state machine refused a move
 ├── AuthenticationFailed    no or unknown credentials
 ├── PermissionDenied        credentials lack the scope
+├── RateLimited             the key sent more than its rate; retryable after `retry_after`
 └── Unavailable             a dependency is down; retryable
 """
 
@@ -82,6 +83,16 @@ class AuthenticationFailed(TidingsError):
 class PermissionDenied(TidingsError):
     status = 403
     title = "Permission denied"
+
+
+class RateLimited(TidingsError):
+    status = 429
+    title = "Too many requests"
+    retryable = True
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Unavailable(TidingsError):

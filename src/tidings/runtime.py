@@ -10,6 +10,7 @@ from tidings.content.engine import TemplateEngine
 from tidings.db import Database
 from tidings.executions.acceptor import TriggerAcceptor
 from tidings.signals import WorkSignal
+from tidings.workspaces.limits import KeyRateLimiter
 from tidings.workspaces.service import Authenticator
 
 
@@ -21,6 +22,7 @@ class Runtime:
     authenticator: Authenticator
     # Wakes this process's worker when the API queues messages that are due now.
     work: WorkSignal = field(default_factory=WorkSignal)
+    key_limiter: KeyRateLimiter = field(default_factory=lambda: KeyRateLimiter(0))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -32,6 +34,7 @@ class Runtime:
                 fuel=settings.template_fuel, max_source_bytes=settings.template_max_bytes
             ),
             authenticator=Authenticator(db),
+            key_limiter=KeyRateLimiter(settings.api_rate_limit),
         )
 
     @cached_property

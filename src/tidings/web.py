@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tidings.content.schemas import field_path
-from tidings.errors import AuthenticationFailed, FieldError, TidingsError
+from tidings.errors import AuthenticationFailed, FieldError, RateLimited, TidingsError
 from tidings.runtime import Runtime
+from tidings.workspaces.limits import retry_after_header
 from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
 
@@ -124,10 +125,17 @@ def install_raw_body_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def retry_headers(exc: TidingsError) -> dict[str, str] | None:
+    """Retry-After for a retryable error: the rate limit's own wait, else 5 seconds."""
+    if not exc.retryable:
+        return None
+    wait = exc.retry_after if isinstance(exc, RateLimited) else 5.0
+    return {"Retry-After": retry_after_header(wait)}
+
+
 async def tidings_error(request: Request, exc: TidingsError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
-    if exc.retryable:
-        headers = {"Retry-After": "5"}
+    headers = retry_headers(exc) or headers
     return problem_response(
         exc.status, exc.title, exc.detail, exc.errors, request.url.path, headers
     )
@@ -302,6 +310,7 @@ async def principal_for(runtime: Runtime, secret: str) -> Principal:
     principal = runtime.authenticator.cached(secret)
     if principal is None:
         principal = await run_in_threadpool(runtime.authenticator.authenticate, secret)
+    runtime.key_limiter.take(principal.key_id)
     return principal
 
 

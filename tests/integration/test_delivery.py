@@ -393,7 +393,12 @@ def test_both_queues_claim_and_record_alike(tenant: Tenant):
         sqlite_queue.record(connection, db.engine.dialect, outcomes, now)
     assert raw_rows(db, ids) == recorded
     put_back(db, claimed_rows)
-    excluded = queue.Outcomes(excluded=[(i, "no_consent") for i in ids])
+    excluded = queue.Outcomes(
+        excluded=[
+            (i, "suppressed" if n % 2 else "no_consent", "suppressed_domain" if n % 2 else None)
+            for n, i in enumerate(ids)
+        ]
+    )
     queue.record(db, excluded, now)
     recorded = raw_rows(db, ids)
     put_back(db, claimed_rows)

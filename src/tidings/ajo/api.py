@@ -38,7 +38,7 @@ from tidings.errors import (
 from tidings.executions import service as executions
 from tidings.executions.schemas import ExecutionCreate
 from tidings.executions.state import ExecutionKind
-from tidings.web import principal_of, runtime_of
+from tidings.web import principal_of, retry_headers, runtime_of
 from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
 
@@ -47,14 +47,16 @@ ERROR_TYPE = "urn:tidings:ajo:error:{status}"
 Wire = TypeVar("Wire")
 
 
-def _error(status: int, title: str, context: dict[str, str]) -> JSONResponse:
+def _error(
+    status: int, title: str, context: dict[str, str], headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = AjoError(
         type=ERROR_TYPE.format(status=status),
         title=title,
         status=status,
         report=AjoErrorReport(additional_context=context),
     )
-    return JSONResponse(body.model_dump(by_alias=True), status_code=status)
+    return JSONResponse(body.model_dump(by_alias=True), status_code=status, headers=headers)
 
 
 async def _principal(request: Request) -> Principal:
@@ -107,7 +109,7 @@ def _failure(exc: TidingsError, context: dict[str, str]) -> JSONResponse:
     for error in exc.errors:
         context[error.field] = error.message
     context.setdefault("detail", exc.detail)
-    return _error(_status_of(exc), exc.title, context)
+    return _error(_status_of(exc), exc.title, context, retry_headers(exc))
 
 
 async def _handle(

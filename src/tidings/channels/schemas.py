@@ -106,6 +106,11 @@ class EmailSettings(_Settings):
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
         default_factory=dict, max_length=50
     )
+    allow_complaint_suppressed: bool = Field(
+        default=False,
+        description="Transactional configurations only: send to addresses suppressed for a "
+        "spam complaint (every other suppression still blocks). Ignored for marketing.",
+    )
 
 
 class SmsSettings(_Settings):

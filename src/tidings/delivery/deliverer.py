@@ -20,6 +20,7 @@ from tidings.delivery.queue import ClaimedMessage, Outcomes
 from tidings.delivery.state import ExclusionReason
 from tidings.errors import InvalidInput
 from tidings.runtime import Runtime
+from tidings.suppressions.service import blocks
 from tidings.vocabulary import Category, Channel
 
 
@@ -89,6 +90,7 @@ class Deliverer:
             settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         )
         self.rates = RateLimiter()
+        self.unset_consent = settings.unset_consent
         self._contents: dict[str, Content] = {}
 
     async def run_once(self) -> int:
@@ -165,12 +167,11 @@ class Deliverer:
                 outcomes.postponed.append((message.id, now + timedelta(seconds=wait)))
                 continue
             if not message.address:
-                outcomes.excluded.append((message.id, ExclusionReason.NO_ADDRESS.value))
+                outcomes.excluded.append((message.id, ExclusionReason.NO_ADDRESS.value, None))
                 continue
-            # An explicit opt-out always stops marketing. The full rules (the workspace's
-            # policy for unset consent, suppression, caps, quiet hours) come with issue 4.
-            if message.category is Category.MARKETING and message.consent == "out":
-                outcomes.excluded.append((message.id, ExclusionReason.NO_CONSENT.value))
+            excluded = self._excluded(message)
+            if excluded is not None:
+                outcomes.excluded.append(excluded)
                 continue
             try:
                 content = self._content(message)
@@ -204,6 +205,31 @@ class Deliverer:
                 )
             )
         return ready
+
+    def _excluded(self, message: ClaimedMessage) -> tuple[str, str, str | None] | None:
+        """The rules that may stop a message before it is rendered: marketing consent, then
+        the suppression list. Transactional messages ignore marketing consent; suppressions
+        stop both, save that a transactional email configuration with
+        `allow_complaint_suppressed` sends to spam-complaint suppressions."""
+        marketing = message.category is Category.MARKETING
+        # Out always stops marketing; unset (or no stored profile) as the policy says.
+        if marketing and (
+            message.consent == "out"
+            or (message.consent != "in" and (message.unset_consent or self.unset_consent) == "deny")
+        ):
+            return (message.id, ExclusionReason.NO_CONSENT.value, None)
+        match = message.suppression
+        if match is not None:
+            settings = message.settings
+            allow_complaints = (
+                not marketing
+                and message.channel is Channel.EMAIL
+                and settings is not None
+                and settings.get("allow_complaint_suppressed") is True
+            )
+            if blocks(match, message.category, allow_complaints):
+                return (message.id, ExclusionReason.SUPPRESSED.value, match.reason_code)
+        return None
 
     def _content(self, message: ClaimedMessage) -> Content:
         """The version's parsed content, validated once per version rather than per message:

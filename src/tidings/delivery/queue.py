@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +16,12 @@ from tidings.db import Database
 from tidings.delivery.state import CLAIMABLE, MessageState
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
+from tidings.suppressions import service as suppressions
+from tidings.suppressions.models import suppressions as suppression_table
+from tidings.suppressions.schemas import SuppressionChannel, SuppressionKind
+from tidings.suppressions.service import SuppressionMatch
 from tidings.vocabulary import Category, Channel
+from tidings.workspaces.models import workspaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,10 @@ class ClaimedMessage:
     context: dict[str, Any]
     profile: dict[str, Any]
     attempts: int
+    # The workspace's policy for unset consent ("allow", "deny"; None: the server's setting).
+    unset_consent: str | None = None
+    # The suppression deciding whether the address may be sent to, read in the claim.
+    suppression: SuppressionMatch | None = None
 
 
 @dataclass(slots=True)
@@ -48,7 +57,7 @@ class Outcomes:
     sent: list[tuple[str, str | None]] = field(default_factory=list)  # (id, provider id)
     retry: list[tuple[str, datetime, str, str]] = field(default_factory=list)  # due, reason, error
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # id, reason, error
-    excluded: list[tuple[str, str]] = field(default_factory=list)  # id, reason
+    excluded: list[tuple[str, str, str | None]] = field(default_factory=list)  # id, reason, detail
     # Claimed but held back (rate limit): due again later, the attempt not counted.
     postponed: list[tuple[str, datetime]] = field(default_factory=list)
 
@@ -135,11 +144,71 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
             )
         )
     }
+    plain_rows = [tuple(row) for row in rows]
+    policies = {
+        workspace_id: policy
+        for workspace_id, policy in conn.execute(
+            sa.select(workspaces.c.id, workspaces.c.unset_consent).where(
+                workspaces.c.id.in_({row[1] for row in plain_rows})
+            )
+        )
+    }
+    columns = [suppression_table.c[name] for name in suppressions.MATCH_COLUMNS]
+
+    def fetch(
+        workspace_id: str, channel: str, kind: SuppressionKind, values: Sequence[str]
+    ) -> list[SuppressionMatch]:
+        table = suppression_table
+        return [
+            SuppressionMatch(*row)
+            for row in conn.execute(
+                sa.select(*columns).where(
+                    table.c.workspace_id == workspace_id,
+                    table.c.channel == channel,
+                    table.c.kind == kind.value,
+                    table.c.value.in_(values),
+                )
+            )
+        ]
+
     return assemble(
-        [tuple(row) for row in rows],
+        plain_rows,
         {version_id: tuple(version) for version_id, version in versions.items()},
         configurations,
+        policies,
+        find_suppressions(plain_rows, fetch),
     )
+
+
+# Reads one workspace's suppressions of a kind on a channel among some values.
+FetchSuppressions = Callable[[str, str, SuppressionKind, Sequence[str]], Iterable[SuppressionMatch]]
+_SUPPRESSIBLE = frozenset(channel.value for channel in SuppressionChannel)
+
+
+def find_suppressions(
+    rows: Sequence[tuple[Any, ...]], fetch: FetchSuppressions
+) -> dict[tuple[str, str, str], SuppressionMatch]:
+    """The deciding suppression of each suppressed (workspace, channel, address) among the
+    rows (MESSAGE_COLUMNS): one or two queries per workspace and channel of the batch."""
+    groups: dict[tuple[str, str], set[str]] = {}
+    for row in rows:
+        workspace_id, channel, address = row[1], row[4], row[5]
+        if address and channel in _SUPPRESSIBLE:
+            groups.setdefault((workspace_id, channel), set()).add(address)
+    found: dict[tuple[str, str, str], SuppressionMatch] = {}
+    for (workspace_id, channel), addresses in groups.items():
+
+        def entries(
+            kind: SuppressionKind,
+            values: Sequence[str],
+            workspace_id: str = workspace_id,
+            channel: str = channel,
+        ) -> Iterable[SuppressionMatch]:
+            return fetch(workspace_id, channel, kind, values)
+
+        matches = suppressions.match_addresses(entries, channel, addresses)
+        found.update({(workspace_id, channel, a): match for a, match in matches.items()})
+    return found
 
 
 # Columns of a claimed message's row and of its version's, in order, for both implementations.
@@ -173,9 +242,13 @@ def assemble(
     rows: Sequence[tuple[Any, ...]],
     versions: Mapping[str, tuple[Any, ...]],
     configurations: Mapping[str, dict[str, Any]],
+    policies: Mapping[str, str | None],
+    suppressed: Mapping[tuple[str, str, str], SuppressionMatch],
 ) -> list[ClaimedMessage]:
     """ClaimedMessages from the rows read (MESSAGE_COLUMNS), their versions' rows
-    (VERSION_COLUMNS, by id) and configurations' settings (by id), already decoded."""
+    (VERSION_COLUMNS, by id) and configurations' settings (by id), already decoded, the
+    workspaces' policies for unset consent (by id) and the suppressions found (by workspace,
+    channel and address, see find_suppressions)."""
     claimed = []
     # Enum lookups by value cost more than the rest of a row: done once per version here.
     categories = {version_id: Category(version[5]) for version_id, version in versions.items()}
@@ -216,6 +289,10 @@ def assemble(
                 # The call's profile data wins over what is stored, for this message only.
                 profile={**(attributes or {}), **(profile_data or {})},
                 attempts=attempts,
+                unset_consent=policies.get(workspace_id),
+                suppression=suppressed.get((workspace_id, channel_name, address))
+                if suppressed and address
+                else None,
             )
         )
     return claimed
@@ -243,8 +320,12 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
             [{"message_id": i, "why": r, "e": e} for i, r, e in outcomes.failed],
         ),
         (
-            {"state": MessageState.EXCLUDED.value, "reason": param("why"), "last_error": None},
-            [{"message_id": i, "why": r} for i, r in outcomes.excluded],
+            {
+                "state": MessageState.EXCLUDED.value,
+                "reason": param("why"),
+                "last_error": param("detail"),
+            },
+            [{"message_id": i, "why": r, "detail": d} for i, r, d in outcomes.excluded],
         ),
         (
             # Held back by the rate limit: the attempt the claim counted is given back.

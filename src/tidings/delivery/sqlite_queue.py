@@ -28,10 +28,13 @@ from tidings.delivery.queue import (
     ClaimedMessage,
     Outcomes,
     assemble,
+    find_suppressions,
 )
 from tidings.delivery.state import CLAIMABLE, MessageState
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
+from tidings.suppressions.schemas import SuppressionKind
+from tidings.suppressions.service import MATCH_COLUMNS, SuppressionMatch
 from tidings.vocabulary import Channel
 
 _Convert = Callable[[Any], Any]
@@ -58,7 +61,11 @@ _RECORD_RETRY = (
 )
 _RECORD_FAILED = "UPDATE messages SET state = 'failed', reason = ?, last_error = ?" + _RECORD_TAIL
 _RECORD_EXCLUDED = (
-    "UPDATE messages SET state = 'excluded', reason = ?, last_error = NULL" + _RECORD_TAIL
+    "UPDATE messages SET state = 'excluded', reason = ?, last_error = ?" + _RECORD_TAIL
+)
+_SUPPRESSIONS = (
+    f"SELECT {', '.join(MATCH_COLUMNS)} FROM suppressions "
+    "WHERE workspace_id = ? AND channel = ? AND kind = ? AND value IN "
 )
 _RECORD_POSTPONED = (
     "UPDATE messages SET state = 'queued', due_at = ?, attempts = attempts - 1" + _RECORD_TAIL
@@ -196,7 +203,26 @@ def _assemble(
             configuration_ids,
         )
     }
-    return assemble(decoded, versions, configurations)
+    workspace_ids = list({row[1] for row in rows})
+    policies = dict(
+        connection.execute(
+            f"SELECT id, unset_consent FROM workspaces WHERE id IN ({_marks(len(workspace_ids))})",
+            workspace_ids,
+        )
+    )
+
+    def fetch(
+        workspace_id: str, channel: str, kind: SuppressionKind, values: Sequence[str]
+    ) -> list[SuppressionMatch]:
+        return [
+            SuppressionMatch(*row)
+            for row in connection.execute(
+                f"{_SUPPRESSIONS}({_marks(len(values))})",
+                (workspace_id, channel, kind.value, *values),
+            )
+        ]
+
+    return assemble(decoded, versions, configurations, policies, find_suppressions(decoded, fetch))
 
 
 def record(
@@ -213,7 +239,7 @@ def record(
             [(time(d), r, e, *tail, i, _SENDING) for i, d, r, e in outcomes.retry],
         ),
         (_RECORD_FAILED, [(r, e, *tail, i, _SENDING) for i, r, e in outcomes.failed]),
-        (_RECORD_EXCLUDED, [(r, *tail, i, _SENDING) for i, r in outcomes.excluded]),
+        (_RECORD_EXCLUDED, [(r, d, *tail, i, _SENDING) for i, r, d in outcomes.excluded]),
         (_RECORD_POSTPONED, [(time(d), *tail, i, _SENDING) for i, d in outcomes.postponed]),
     ]
     for sql, parameters in groups:

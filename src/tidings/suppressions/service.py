@@ -184,6 +184,11 @@ def _match(row: Any) -> SuppressionMatch:
     )
 
 
+# Reads the entries of one kind among some values: (kind, values) -> the matches found.
+FetchEntries = Callable[[SuppressionKind, Sequence[str]], Iterable[SuppressionMatch]]
+MATCH_COLUMNS = ("id", "channel", "kind", "value", "type", "source")
+
+
 def suppressed(
     conn: sa.Connection, workspace_id: str, channel: str, addresses: Iterable[str]
 ) -> dict[str, SuppressionMatch]:
@@ -192,30 +197,35 @@ def suppressed(
     One query for the addresses and, for email, one for their domains and parent domains
     (per 500 values). Addresses that are not suppressed are absent.
     """
+    columns = [suppressions.c[name] for name in MATCH_COLUMNS]
+
+    def fetch(kind: SuppressionKind, values: Sequence[str]) -> Iterable[SuppressionMatch]:
+        rows = conn.execute(
+            sa.select(*columns).where(
+                suppressions.c.workspace_id == workspace_id,
+                suppressions.c.channel == channel,
+                suppressions.c.kind == kind.value,
+                suppressions.c.value.in_(values),
+            )
+        ).all()
+        return [_match(row) for row in rows]
+
+    return match_addresses(fetch, channel, addresses)
+
+
+def match_addresses(
+    fetch: FetchEntries, channel: str, addresses: Iterable[str]
+) -> dict[str, SuppressionMatch]:
+    """`suppressed`, reading entries through `fetch` (one workspace's, on `channel`): for a
+    caller on another kind of connection (delivery's bare sqlite3 claim)."""
     forms = {address: _lookup_form(channel, address) for address in addresses}
     if not forms:
         return {}
-    columns = (
-        suppressions.c.id,
-        suppressions.c.channel,
-        suppressions.c.kind,
-        suppressions.c.value,
-        suppressions.c.type,
-        suppressions.c.source,
-    )
 
     def entries(kind: SuppressionKind, values: Iterable[str]) -> dict[str, SuppressionMatch]:
         found: dict[str, SuppressionMatch] = {}
         for chunk in _chunks(sorted(set(values))):
-            rows = conn.execute(
-                sa.select(*columns).where(
-                    suppressions.c.workspace_id == workspace_id,
-                    suppressions.c.channel == channel,
-                    suppressions.c.kind == kind.value,
-                    suppressions.c.value.in_(chunk),
-                )
-            ).all()
-            found.update({row.value: _match(row) for row in rows})
+            found.update({match.value: match for match in fetch(kind, chunk)})
         return found
 
     by_address = entries(SuppressionKind.ADDRESS, forms.values())

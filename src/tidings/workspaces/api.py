@@ -15,6 +15,7 @@ from tidings.workspaces.schemas import (
     ApiKeyOut,
     Scope,
     WorkspaceOut,
+    WorkspacePatch,
 )
 from tidings.workspaces.service import Principal
 
@@ -30,6 +31,13 @@ def _key_out(row: dict[str, Any]) -> ApiKeyOut:
 @router.get("/workspace", response_model=WorkspaceOut)
 def current_workspace(runtime: RuntimeDep, principal: AnyKey) -> WorkspaceOut:
     return WorkspaceOut.model_validate(service.get_workspace(runtime.db, principal.workspace_id))
+
+
+@router.patch("/workspace", response_model=WorkspaceOut)
+def update_workspace(body: WorkspacePatch, runtime: RuntimeDep, principal: Admin) -> WorkspaceOut:
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    row = service.update_workspace(runtime.db, principal.workspace_id, changes)
+    return WorkspaceOut.model_validate(row)
 
 
 @router.get("/api-keys", response_model=ApiKeyList)

@@ -14,6 +14,9 @@ workspaces = sa.Table(
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("settings", json_type(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Whether marketing may go to a recipient whose consent is unset: "allow", "deny", or
+    # NULL for the server's TIDINGS_UNSET_CONSENT.
+    sa.Column("unset_consent", sa.String(8), nullable=True),
 )
 
 api_keys = sa.Table(

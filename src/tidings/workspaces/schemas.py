@@ -18,10 +18,32 @@ class Scope(StrEnum):
     ADMIN = "admin"
 
 
+class UnsetConsent(StrEnum):
+    """Whether marketing may go to a recipient whose consent on the channel is unset (or who
+    has no stored profile)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
 class WorkspaceOut(BaseModel):
     id: str
     name: str
+    unset_consent: UnsetConsent | None = Field(
+        default=None,
+        description="This workspace's policy for unset consent; null: TIDINGS_UNSET_CONSENT",
+    )
     created_at: datetime
+
+
+class WorkspacePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    unset_consent: UnsetConsent | None = Field(
+        default=None,
+        description="allow or deny marketing to recipients with unset consent; "
+        "null: back to the server's TIDINGS_UNSET_CONSENT",
+    )
 
 
 class ApiKeyCreate(BaseModel):

@@ -56,7 +56,13 @@ def create_workspace(db: Database, name: str) -> dict[str, Any]:
         exists = conn.execute(sa.select(workspaces.c.id).where(workspaces.c.name == name)).first()
         if exists:
             raise Conflict(f"a workspace named '{name}' exists already")
-        row = {"id": new_id(), "name": name, "settings": {}, "created_at": utcnow()}
+        row: dict[str, Any] = {
+            "id": new_id(),
+            "name": name,
+            "settings": {},
+            "unset_consent": None,
+            "created_at": utcnow(),
+        }
         conn.execute(workspaces.insert().values(**row))
     return row
 
@@ -85,6 +91,27 @@ def find_workspace(db: Database, name: str) -> dict[str, Any] | None:
 
 def get_workspace(db: Database, workspace_id: str) -> dict[str, Any]:
     with db.read() as conn:
+        row = (
+            conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound("no such workspace")
+    return dict(row)
+
+
+def update_workspace(db: Database, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Applies the fields given (a PATCH: absent fields keep their value, null clears one)."""
+    allowed = {"unset_consent"}
+    values = {name: value for name, value in changes.items() if name in allowed}
+    with db.write() as conn:
+        if values:
+            result = conn.execute(
+                workspaces.update().where(workspaces.c.id == workspace_id).values(**values)
+            )
+            if not result.rowcount:
+                raise NotFound("no such workspace")
         row = (
             conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
             .mappings()
