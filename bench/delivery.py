@@ -95,6 +95,22 @@ def _throughput_round(
     server: live.Server, sink_port: int, bodies: live.Bodies, messages: int, done: int
 ) -> _Round:
     ceiling = messages / live.smtp_source(sink_port, messages, SOURCE_SIZE, SOURCE_SESSIONS)
+    started, accepted = _trigger_and_close(server, bodies, messages)
+    _wait_until_sent(server, done + messages)
+    finished = _last_sent_at(server)
+    return _Round(
+        ceiling=ceiling,
+        end_to_end=messages / (finished - started),
+        acceptance=messages / (accepted - started),
+        drain=finished - accepted,
+    )
+
+
+def _trigger_and_close(
+    server: live.Server, bodies: live.Bodies, messages: int
+) -> tuple[float, float]:
+    """Triggers `messages` recipients in calls of BATCH, IN_FLIGHT at a time; returns the
+    wall-clock times of the start (connections open) and of the last answer."""
     connections = server.connections(IN_FLIGHT)
     started = time.time()
 
@@ -106,15 +122,7 @@ def _throughput_round(
 
     with live.event_loop_runner() as runner:
         runner.run(trigger())
-    accepted = time.time()
-    _wait_until_sent(server, done + messages)
-    finished = _last_sent_at(server)
-    return _Round(
-        ceiling=ceiling,
-        end_to_end=messages / (finished - started),
-        acceptance=messages / (accepted - started),
-        drain=finished - accepted,
-    )
+    return started, time.time()
 
 
 def _delivery_alone(
@@ -130,18 +138,7 @@ def _delivery_alone(
     due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin)
     bodies = live.Bodies(campaign_id, "alone", due.isoformat())
     before = _sent_count(server)
-    connections = server.connections(IN_FLIGHT)
-    started = time.time()
-
-    async def trigger() -> None:
-        try:
-            await _trigger_all(connections, bodies, messages // BATCH)
-        finally:
-            await asyncio.gather(*(connection.close() for connection in connections))
-
-    with live.event_loop_runner() as runner:
-        runner.run(trigger())
-    accepted = time.time()
+    started, accepted = _trigger_and_close(server, bodies, messages)
     if accepted >= due.timestamp():
         raise AssertionError("the messages were not all accepted before they fell due")
     _wait_until_sent(server, before + messages)

@@ -8,6 +8,7 @@ import email.policy
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -45,16 +46,23 @@ class Mailbox:
         raise AssertionError(f"{len(self.messages)} of {count} messages arrived")
 
 
-@pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    handler = Mailbox()
+@contextmanager
+def smtp_server(handler: Any) -> Iterator[int]:
+    """An aiosmtpd server with `handler` on a free loopback port; yields the port."""
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield handler, port
+        yield port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    handler = Mailbox()
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 @pytest.fixture

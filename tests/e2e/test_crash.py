@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
+from tests.e2e.conftest import smtp_server
 from tests.e2e.test_delivery import live_email_campaign, trigger_in_chunks
 from tests.e2e.test_serve import KEY, start_server, stop_server
-from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.e2e
 MESSAGES = 2000
@@ -44,13 +43,8 @@ class CountingSink:
 @pytest.fixture
 def sink() -> Iterator[tuple[CountingSink, int]]:
     handler = CountingSink()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server(handler) as port:
         yield handler, port
-    finally:
-        controller.stop()
 
 
 def test_kill_9_mid_send_loses_nothing(tmp_path: Path, sink: tuple[CountingSink, int]):

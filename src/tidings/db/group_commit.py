@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -25,6 +25,7 @@ log = logging.getLogger("tidings.db")
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
+Result_contra = TypeVar("Result_contra", contravariant=True)
 
 # Applies a batch inside one transaction. Each job's outcome is its result or the exception
 # meant for its caller alone (a validation error); raising fails the whole batch instead.
@@ -119,12 +120,25 @@ class GroupCommitter(Generic[Job, Result]):
                     self._after_commit(jobs, outcomes)
                 except Exception:
                     log.exception("%s: after-commit hook failed", self._name)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            # A caller that stopped waiting (its request was cancelled) finds its job
-            # committed all the same; nobody is left to tell.
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        settle([future for _, future in batch], outcomes)
+
+
+class _Settable(Protocol[Result_contra]):
+    def done(self) -> bool: ...
+    def set_result(self, result: Result_contra, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+def settle(
+    futures: Sequence[_Settable[Result]], outcomes: Sequence[Result | BaseException]
+) -> None:
+    """Hands each caller its outcome (threading's or asyncio's futures alike). A caller that
+    stopped waiting (its request was cancelled) finds its job committed all the same; nobody
+    is left to tell."""
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 import sqlalchemy as sa
 
 from tidings.db import Database
-from tidings.db.group_commit import GroupCommitter
+from tidings.db.group_commit import GroupCommitter, settle
 from tidings.executions import service
 from tidings.executions.service import Outcome, Triggered, TriggerJob
 from tidings.executions.store import SqlAlchemyStore, SqliteStore
@@ -90,13 +90,7 @@ class TriggerAcceptor:
                         future.set_exception(exc)
             return
         self._after_commit(jobs, outcomes)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.cancelled():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        settle([future for _, future in batch], outcomes)
 
     def close(self) -> None:
         self._committer.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tidings.audiences.models import audience_members, audiences
+from tidings.audiences import service as audiences
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.campaigns.state import TRIGGERABLE, CampaignStatus
 from tidings.db import Database
@@ -89,16 +89,8 @@ def _queue_page(
     if failure is not None:
         _finish(conn, execution, status, ExecutionStatus.FAILED, now, failure=failure)
         return 0
-    profile_ids = list(
-        conn.execute(
-            sa.select(audience_members.c.profile_id)
-            .where(
-                audience_members.c.audience_id == execution["audience_id"],
-                audience_members.c.profile_id > (execution["fanout_cursor"] or ""),
-            )
-            .order_by(audience_members.c.profile_id)
-            .limit(page_size)
-        ).scalars()
+    profile_ids = audiences.member_page(
+        conn, execution["audience_id"], execution["fanout_cursor"], page_size
     )
     rows = _message_rows(conn, execution, profile_ids, now)
     bulk_insert(conn, messages, rows)
@@ -125,13 +117,9 @@ def _failure(conn: sa.Connection, execution: Mapping[str, Any]) -> str | None:
     """Why the execution cannot go on, if it cannot: checked when it fires and at every page."""
     if CampaignStatus(execution["campaign_status"]) not in TRIGGERABLE:
         return f"the campaign is {execution['campaign_status']}, not live"
-    found = conn.execute(
-        sa.select(audiences.c.id).where(
-            audiences.c.id == execution["audience_id"],
-            audiences.c.workspace_id == execution["workspace_id"],
-        )
-    ).first()
-    return None if found is not None else "the audience was deleted"
+    if audiences.exists(conn, execution["workspace_id"], execution["audience_id"]):
+        return None
+    return "the audience was deleted"
 
 
 def _finish(

@@ -89,16 +89,20 @@ def find_workspace(db: Database, name: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def get_workspace(db: Database, workspace_id: str) -> dict[str, Any]:
-    with db.read() as conn:
-        row = (
-            conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
-            .mappings()
-            .first()
-        )
+def _load_workspace(conn: sa.Connection, workspace_id: str) -> dict[str, Any]:
+    row = (
+        conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFound("no such workspace")
     return dict(row)
+
+
+def get_workspace(db: Database, workspace_id: str) -> dict[str, Any]:
+    with db.read() as conn:
+        return _load_workspace(conn, workspace_id)
 
 
 def update_workspace(db: Database, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -107,19 +111,10 @@ def update_workspace(db: Database, workspace_id: str, changes: dict[str, Any]) -
     values = {name: value for name, value in changes.items() if name in allowed}
     with db.write() as conn:
         if values:
-            result = conn.execute(
+            conn.execute(
                 workspaces.update().where(workspaces.c.id == workspace_id).values(**values)
             )
-            if not result.rowcount:
-                raise NotFound("no such workspace")
-        row = (
-            conn.execute(sa.select(workspaces).where(workspaces.c.id == workspace_id))
-            .mappings()
-            .first()
-        )
-    if row is None:
-        raise NotFound("no such workspace")
-    return dict(row)
+        return _load_workspace(conn, workspace_id)
 
 
 def list_workspaces(db: Database) -> list[dict[str, Any]]:
