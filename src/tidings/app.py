@@ -21,6 +21,7 @@ from tidings.executions.api import router as executions_router
 from tidings.operations.api import router as operations_router
 from tidings.operations.service import ReadinessProbe, WorkerState
 from tidings.profiles.api import router as profiles_router
+from tidings.rules.api import router as rules_router
 from tidings.runtime import Runtime
 from tidings.suppressions.api import router as suppressions_router
 from tidings.web import (
@@ -79,6 +80,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         profiles_router,
         audiences_router,
         suppressions_router,
+        rules_router,
         console_router,
         operations_router,
     ):

@@ -342,6 +342,12 @@ def test_both_queues_claim_and_record_alike(tenant: Tenant):
         category="marketing",
         content={"subject": "Sale", "html": "<a href='{{ unsubscribe_url }}'>stop</a>"},
     )
+    # A cap high enough to pass: both claims count, and must count alike.
+    rules = tenant.client.post(
+        "/v1/rule-sets",
+        json={"name": "Caps", "default": True, "frequency_caps": [{"limit": 99, "period": "day"}]},
+    )
+    assert rules.status_code == 201, rules.text
     execution = trigger(
         tenant,
         campaign,
@@ -376,14 +382,17 @@ def test_both_queues_claim_and_record_alike(tenant: Tenant):
     assert bare[0].consent == "in"
     big = next(message for message in bare if message.address == "big@example.com")
     assert big.context["n"] == 12345678901234567890123
+    assert all(message.counted for message in bare if message.verdict is None)
 
     later = now + timedelta(seconds=30)
     outcomes = queue.Outcomes(
-        sent=[(ids[0], "Q1"), (ids[1], None)],
+        sent=[(ids[0], "Q1")],
+        held=[(ids[1], later)],
         retry=[(ids[2], later, "smtp_451", "451 later")],
         failed=[(ids[3], "smtp_550", "550 gone")],
         excluded=[],
         postponed=[(ids[4], later)],
+        uncounted=list(bare[4].counted),
     )
     queue.record(db, outcomes, now)
     recorded = raw_rows(db, ids)
@@ -395,7 +404,7 @@ def test_both_queues_claim_and_record_alike(tenant: Tenant):
     put_back(db, claimed_rows)
     excluded = queue.Outcomes(
         excluded=[
-            (i, "suppressed" if n % 2 else "no_consent", "suppressed_domain" if n % 2 else None)
+            (i, "suppressed_domain" if n % 2 else "no_consent", "manual (api)" if n % 2 else None)
             for n, i in enumerate(ids)
         ]
     )

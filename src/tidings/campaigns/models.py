@@ -25,6 +25,9 @@ campaigns = sa.Table(
     sa.Column("stopped_at", UTCDateTime(), nullable=True),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Column("archived_at", UTCDateTime(), nullable=True),
+    # Business rule sets of a marketing campaign, beside the workspace's defaults. On the
+    # campaign, not a version: a change applies at once to the live version too.
+    sa.Column("rule_set_ids", json_type(), nullable=True),
     sa.Index("ix_campaigns_workspace_status", "workspace_id", "status", "id"),
 )
 

@@ -8,6 +8,7 @@ from tidings.channels import models as channels_models
 from tidings.db.metadata import metadata
 from tidings.executions import models as executions_models
 from tidings.profiles import models as profiles_models
+from tidings.rules import models as rules_models
 from tidings.suppressions import models as suppressions_models
 from tidings.workspaces import models as workspaces_models
 
@@ -18,6 +19,7 @@ __all__ = [
     "executions_models",
     "metadata",
     "profiles_models",
+    "rules_models",
     "suppressions_models",
     "workspaces_models",
 ]

@@ -19,9 +19,9 @@ from tidings.delivery import queue, sqlite_queue
 from tidings.delivery.queue import ClaimedMessage, Outcomes
 from tidings.delivery.state import ExclusionReason
 from tidings.errors import InvalidInput
+from tidings.rules.enforcement import Exclusion, Hold
 from tidings.runtime import Runtime
-from tidings.suppressions.service import blocks
-from tidings.vocabulary import Category, Channel
+from tidings.vocabulary import Channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +116,18 @@ class Deliverer:
                 with db.sqlite_write_at_once() as connection:
                     if connection is not None:
                         claimed = sqlite_queue.claim(
-                            connection, db.engine.dialect, now, limit, self.lease
+                            connection,
+                            db.engine.dialect,
+                            now,
+                            limit,
+                            self.lease,
+                            self.unset_consent,
                         )
             except sqlite3.Error:
                 claimed = None  # rolled back: the thread's path tries again
             if claimed is not None:
                 return claimed
-        return await asyncio.to_thread(queue.claim, db, now, limit, self.lease)
+        return await asyncio.to_thread(queue.claim, db, now, limit, self.lease, self.unset_consent)
 
     async def record(self, outcomes: Outcomes) -> None:
         """Writes a batch's outcomes; in the loop on SQLite when the database is free, as
@@ -149,6 +154,10 @@ class Deliverer:
             if batch
         ]
         await asyncio.gather(*sends)
+        sent = {message_id for message_id, _ in outcomes.sent}
+        outcomes.uncounted.extend(
+            key for message in claimed if message.id not in sent for key in message.counted
+        )
         await self.record(outcomes)
 
     async def _prepare(
@@ -162,16 +171,19 @@ class Deliverer:
         for index, message in enumerate(claimed):
             if index and not index % RENDER_SLICE:
                 await asyncio.sleep(0)
+            verdict = message.verdict
+            if isinstance(verdict, Exclusion):
+                outcomes.excluded.append((message.id, verdict.reason, verdict.detail))
+                continue
+            if isinstance(verdict, Hold):
+                outcomes.held.append((message.id, verdict.until))
+                continue
+            if not message.address:  # the verdict has said so already; for the type checker
+                outcomes.excluded.append((message.id, ExclusionReason.NO_ADDRESS.value, None))
+                continue
             wait = self.rates.wait(message.campaign_id, message.rate_per_second)
             if wait:
                 outcomes.postponed.append((message.id, now + timedelta(seconds=wait)))
-                continue
-            if not message.address:
-                outcomes.excluded.append((message.id, ExclusionReason.NO_ADDRESS.value, None))
-                continue
-            excluded = self._excluded(message)
-            if excluded is not None:
-                outcomes.excluded.append(excluded)
                 continue
             try:
                 content = self._content(message)
@@ -205,31 +217,6 @@ class Deliverer:
                 )
             )
         return ready
-
-    def _excluded(self, message: ClaimedMessage) -> tuple[str, str, str | None] | None:
-        """The rules that may stop a message before it is rendered: marketing consent, then
-        the suppression list. Transactional messages ignore marketing consent; suppressions
-        stop both, save that a transactional email configuration with
-        `allow_complaint_suppressed` sends to spam-complaint suppressions."""
-        marketing = message.category is Category.MARKETING
-        # Out always stops marketing; unset (or no stored profile) as the policy says.
-        if marketing and (
-            message.consent == "out"
-            or (message.consent != "in" and (message.unset_consent or self.unset_consent) == "deny")
-        ):
-            return (message.id, ExclusionReason.NO_CONSENT.value, None)
-        match = message.suppression
-        if match is not None:
-            settings = message.settings
-            allow_complaints = (
-                not marketing
-                and message.channel is Channel.EMAIL
-                and settings is not None
-                and settings.get("allow_complaint_suppressed") is True
-            )
-            if blocks(match, message.category, allow_complaints):
-                return (message.id, ExclusionReason.SUPPRESSED.value, match.reason_code)
-        return None
 
     def _content(self, message: ClaimedMessage) -> Content:
         """The version's parsed content, validated once per version rather than per message:

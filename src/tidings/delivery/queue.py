@@ -13,9 +13,14 @@ from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels import service as channels
 from tidings.channels.models import channel_configurations
 from tidings.db import Database
-from tidings.delivery.state import CLAIMABLE, MessageState
+from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, MessageState
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
+from tidings.rules import enforcement
+from tidings.rules.counters import CounterKey, SqlCounters
+from tidings.rules.enforcement import Verdict
+from tidings.rules.models import rule_sets
+from tidings.rules.policy import WorkspaceRules, workspace_rules
 from tidings.suppressions import service as suppressions
 from tidings.suppressions.models import suppressions as suppression_table
 from tidings.suppressions.schemas import SuppressionChannel, SuppressionKind
@@ -48,6 +53,17 @@ class ClaimedMessage:
     unset_consent: str | None = None
     # The suppression deciding whether the address may be sent to, read in the claim.
     suppression: SuppressionMatch | None = None
+    profile_id: str | None = None
+    # The profile's IANA time zone, for quiet hours.
+    timezone: str | None = None
+    # When the message was accepted: quiet hours give up on it 7 days later.
+    created_at: datetime | None = None
+    # The campaign's business rule sets (beside the workspace's defaults).
+    rule_set_ids: Sequence[str] | None = None
+    # What the rules decided in the claim (not sent: excluded or held), None: send it.
+    verdict: Verdict | None = None
+    # The frequency counters the claim moved for it, given back if it is not sent.
+    counted: tuple[CounterKey, ...] = ()
 
 
 @dataclass(slots=True)
@@ -60,11 +76,22 @@ class Outcomes:
     excluded: list[tuple[str, str, str | None]] = field(default_factory=list)  # id, reason, detail
     # Claimed but held back (rate limit): due again later, the attempt not counted.
     postponed: list[tuple[str, datetime]] = field(default_factory=list)
+    # Held by quiet hours: deferred until they end, the attempt not counted.
+    held: list[tuple[str, datetime]] = field(default_factory=list)
+    # Frequency counters of messages claimed but not sent: given back.
+    uncounted: list[CounterKey] = field(default_factory=list)
 
     def __len__(self) -> int:
         return sum(
             len(group)
-            for group in (self.sent, self.retry, self.failed, self.excluded, self.postponed)
+            for group in (
+                self.sent,
+                self.retry,
+                self.failed,
+                self.excluded,
+                self.postponed,
+                self.held,
+            )
         )
 
 
@@ -78,11 +105,19 @@ def recover_expired_leases(conn: sa.Connection, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def claim(db: Database, now: datetime, limit: int, lease: timedelta) -> list[ClaimedMessage]:
-    """Takes up to `limit` due messages for this worker until `now + lease`.
+def claim(
+    db: Database,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    unset_consent: str = "allow",
+) -> list[ClaimedMessage]:
+    """Takes up to `limit` due messages for this worker until `now + lease`, with the verdict
+    of the business rules on each (rules/enforcement.py).
 
     On PostgreSQL, SKIP LOCKED lets any number of workers claim side by side without waiting
-    for each other; SQLite has one writer, so its claims are serialized anyway.
+    for each other; SQLite has one writer, so its claims are serialized anyway. The frequency
+    counters are moved in this same transaction, so concurrent claims take turns on them.
     """
     with db.write() as conn:
         recover_expired_leases(conn, now)
@@ -109,14 +144,41 @@ def claim(db: Database, now: datetime, limit: int, lease: timedelta) -> list[Cla
                 updated_at=now,
             )
         )
-        return _load_claimed(conn, ids)
+        claimed, zones = _load_claimed(conn, ids)
+        rules = _load_rules(conn, zones)
+        return enforcement.enforce(claimed, rules, SqlCounters(conn), now, unset_consent)
 
 
-def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessage]:
+def _load_rules(conn: sa.Connection, zones: Mapping[str, str | None]) -> dict[str, WorkspaceRules]:
+    rows = (
+        conn.execute(sa.select(rule_sets).where(rule_sets.c.workspace_id.in_(list(zones))))
+        .mappings()
+        .all()
+    )
+    return rules_by_workspace(zones, rows)
+
+
+def rules_by_workspace(
+    zones: Mapping[str, str | None], rows: Iterable[Mapping[Any, Any]]
+) -> dict[str, WorkspaceRules]:
+    """The rules of the workspaces that have rule sets, from their zones (by workspace id) and
+    their rule_sets rows (JSON decoded)."""
+    by_workspace: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_workspace.setdefault(row["workspace_id"], []).append(row)
+    return {
+        workspace_id: workspace_rules(zones.get(workspace_id), workspace_rows)
+        for workspace_id, workspace_rows in by_workspace.items()
+    }
+
+
+def _load_claimed(
+    conn: sa.Connection, ids: Sequence[str]
+) -> tuple[list[ClaimedMessage], dict[str, str | None]]:
     rows = conn.execute(
         sa.select(
-            *(messages.c[name] for name in MESSAGE_COLUMNS[:-2]),
-            *(profiles.c[name] for name in MESSAGE_COLUMNS[-2:]),
+            *(messages.c[name] for name in MESSAGE_COLUMNS),
+            *(profiles.c[name] for name in PROFILE_COLUMNS),
         )
         .outerjoin(profiles, profiles.c.id == messages.c.profile_id)
         .where(messages.c.id.in_(ids))
@@ -128,8 +190,8 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
         row.id: row
         for row in conn.execute(
             sa.select(
-                *(campaign_versions.c[name] for name in VERSION_COLUMNS[:-1]),
-                campaigns.c[VERSION_COLUMNS[-1]],
+                *(campaign_versions.c[name] for name in VERSION_COLUMNS),
+                *(campaigns.c[name] for name in CAMPAIGN_COLUMNS),
             )
             .join(campaigns, campaigns.c.id == campaign_versions.c.campaign_id)
             .where(campaign_versions.c.id.in_({row.version_id for row in rows}))
@@ -145,14 +207,13 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
         )
     }
     plain_rows = [tuple(row) for row in rows]
-    policies = {
-        workspace_id: policy
-        for workspace_id, policy in conn.execute(
-            sa.select(workspaces.c.id, workspaces.c.unset_consent).where(
-                workspaces.c.id.in_({row[1] for row in plain_rows})
-            )
+    workspace_rows = conn.execute(
+        sa.select(workspaces.c.id, workspaces.c.unset_consent, workspaces.c.timezone).where(
+            workspaces.c.id.in_({row[1] for row in plain_rows})
         )
-    }
+    ).all()
+    policies = {workspace_id: policy for workspace_id, policy, _ in workspace_rows}
+    zones = {workspace_id: zone for workspace_id, _, zone in workspace_rows}
     columns = [suppression_table.c[name] for name in suppressions.MATCH_COLUMNS]
 
     def fetch(
@@ -171,13 +232,14 @@ def _load_claimed(conn: sa.Connection, ids: Sequence[str]) -> list[ClaimedMessag
             )
         ]
 
-    return assemble(
+    claimed = assemble(
         plain_rows,
         {version_id: tuple(version) for version_id, version in versions.items()},
         configurations,
         policies,
         find_suppressions(plain_rows, fetch),
     )
+    return claimed, zones
 
 
 # Reads one workspace's suppressions of a kind on a channel among some values.
@@ -211,7 +273,8 @@ def find_suppressions(
     return found
 
 
-# Columns of a claimed message's row and of its version's, in order, for both implementations.
+# Columns of a claimed message's row (then its profile's), and of its version's (then its
+# campaign's), in order, for both implementations.
 MESSAGE_COLUMNS = (
     "id",
     "workspace_id",
@@ -222,17 +285,12 @@ MESSAGE_COLUMNS = (
     "context",
     "profile_data",
     "attempts",
-    "attributes",
-    "consent",
+    "profile_id",
+    "created_at",
 )
-VERSION_COLUMNS = (
-    "id",
-    "name",
-    "content",
-    "rate_per_second",
-    "channel_configuration_id",
-    "category",
-)
+PROFILE_COLUMNS = ("attributes", "consent", "timezone")
+VERSION_COLUMNS = ("id", "name", "content", "rate_per_second", "channel_configuration_id")
+CAMPAIGN_COLUMNS = ("category", "rule_set_ids")
 
 
 _CHANNELS = {channel.value: channel for channel in Channel}
@@ -245,8 +303,9 @@ def assemble(
     policies: Mapping[str, str | None],
     suppressed: Mapping[tuple[str, str, str], SuppressionMatch],
 ) -> list[ClaimedMessage]:
-    """ClaimedMessages from the rows read (MESSAGE_COLUMNS), their versions' rows
-    (VERSION_COLUMNS, by id) and configurations' settings (by id), already decoded, the
+    """ClaimedMessages from the rows read (MESSAGE_COLUMNS + PROFILE_COLUMNS), their versions'
+    rows (VERSION_COLUMNS + CAMPAIGN_COLUMNS, by id) and configurations' settings (by id),
+    already decoded, the
     workspaces' policies for unset consent (by id) and the suppressions found (by workspace,
     channel and address, see find_suppressions)."""
     claimed = []
@@ -262,14 +321,17 @@ def assemble(
         context,
         profile_data,
         attempts,
+        profile_id,
+        created_at,
         attributes,
         consent,
+        timezone,
     ) in rows:
         version = versions.get(version_id)
         if version is None:
             # The join this replaces skipped such rows too; a version is never deleted.
             continue
-        _, name, content, rate_per_second, configuration_id, _ = version
+        _, name, content, rate_per_second, configuration_id, _, rule_set_ids = version
         channel = _CHANNELS.get(channel_name) or Channel(channel_name)
         claimed.append(
             ClaimedMessage(
@@ -293,6 +355,10 @@ def assemble(
                 suppression=suppressed.get((workspace_id, channel_name, address))
                 if suppressed and address
                 else None,
+                profile_id=profile_id,
+                timezone=timezone,
+                created_at=created_at,
+                rule_set_ids=rule_set_ids,
             )
         )
     return claimed
@@ -303,7 +369,13 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
     param = sa.bindparam
     updates: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
         (
-            {"state": MessageState.SENT.value, "provider_message_id": param("p"), "sent_at": now},
+            # A reason says why a message is not sent (yet): one sent has none.
+            {
+                "state": MessageState.SENT.value,
+                "provider_message_id": param("p"),
+                "sent_at": now,
+                "reason": None,
+            },
             [{"message_id": i, "p": p} for i, p in outcomes.sent],
         ),
         (
@@ -336,8 +408,21 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
             },
             [{"message_id": i, "due": d} for i, d in outcomes.postponed],
         ),
+        (
+            # Held by quiet hours: deferred, the attempt given back.
+            {
+                "state": MessageState.DEFERRED.value,
+                "due_at": param("due"),
+                "reason": QUIET_HOURS_HELD,
+                "attempts": messages.c.attempts - 1,
+            },
+            [{"message_id": i, "due": d} for i, d in outcomes.held],
+        ),
     ]
     with db.write() as conn:
+        counters = SqlCounters(conn)
+        for key in sorted(outcomes.uncounted):
+            counters.remove(key)
         for values, rows in updates:
             if rows:
                 conn.execute(

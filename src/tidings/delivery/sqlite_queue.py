@@ -19,20 +19,27 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Dialect
 
-from tidings.campaigns.models import campaign_versions
+from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels import service as channels
 from tidings.channels.models import channel_configurations
 from tidings.delivery.queue import (
+    CAMPAIGN_COLUMNS,
     MESSAGE_COLUMNS,
+    PROFILE_COLUMNS,
     VERSION_COLUMNS,
     ClaimedMessage,
     Outcomes,
     assemble,
     find_suppressions,
+    rules_by_workspace,
 )
-from tidings.delivery.state import CLAIMABLE, MessageState
+from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, MessageState
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
+from tidings.rules import enforcement
+from tidings.rules.counters import SqliteCounters
+from tidings.rules.models import rule_sets
+from tidings.rules.policy import WorkspaceRules
 from tidings.suppressions.schemas import SuppressionKind
 from tidings.suppressions.service import MATCH_COLUMNS, SuppressionMatch
 from tidings.vocabulary import Channel
@@ -54,7 +61,8 @@ _DUE = (
 )
 _RECORD_TAIL = ", lease_until = NULL, updated_at = ? WHERE id = ? AND state = ?"
 _RECORD_SENT = (
-    "UPDATE messages SET state = 'sent', provider_message_id = ?, sent_at = ?" + _RECORD_TAIL
+    "UPDATE messages SET state = 'sent', provider_message_id = ?, sent_at = ?, reason = NULL"
+    + _RECORD_TAIL
 )
 _RECORD_RETRY = (
     "UPDATE messages SET state = 'queued', due_at = ?, reason = ?, last_error = ?" + _RECORD_TAIL
@@ -69,6 +77,10 @@ _SUPPRESSIONS = (
 )
 _RECORD_POSTPONED = (
     "UPDATE messages SET state = 'queued', due_at = ?, attempts = attempts - 1" + _RECORD_TAIL
+)
+_RECORD_HELD = (
+    "UPDATE messages SET state = 'deferred', due_at = ?, reason = ?, attempts = attempts - 1"
+    + _RECORD_TAIL
 )
 
 
@@ -98,6 +110,10 @@ def _converters(dialect: Dialect) -> dict[str, _Convert]:
         "profile_data": per_message(messages.c.profile_data),
         "attributes": per_message(profiles.c.attributes),
         "consent": per_message(profiles.c.consent),
+        "created_at": result(messages.c.created_at),
+        "rule_set_ids": result(campaigns.c.rule_set_ids),
+        "frequency_caps": result(rule_sets.c.frequency_caps),
+        "quiet_hours": result(rule_sets.c.quiet_hours),
         "content": result(campaign_versions.c.content),
         "settings": result(channel_configurations.c.settings),
         "secrets": result(channel_configurations.c.secrets),
@@ -137,6 +153,7 @@ def claim(
     now: datetime,
     limit: int,
     lease: timedelta,
+    unset_consent: str = "allow",
 ) -> list[ClaimedMessage]:
     """queue.claim, in the caller's write transaction."""
     convert = _converters(dialect)
@@ -152,40 +169,69 @@ def claim(
         (_SENDING, convert["time"](now + lease), at, *ids),
     )
     columns = ", ".join(
-        [f"m.{name}" for name in MESSAGE_COLUMNS[:-2]]
-        + [f"p.{name}" for name in MESSAGE_COLUMNS[-2:]]
+        [f"m.{name}" for name in MESSAGE_COLUMNS] + [f"p.{name}" for name in PROFILE_COLUMNS]
     )
     rows = connection.execute(
         f"SELECT {columns} FROM messages AS m LEFT OUTER JOIN profiles AS p "
         f"ON p.id = m.profile_id WHERE m.id IN ({marks}) ORDER BY m.id",
         ids,
     ).fetchall()
-    return _assemble(connection, convert, rows)
+    claimed, zones = _assemble(connection, convert, rows)
+    rules = _rules(connection, convert, zones)
+    counters = SqliteCounters(connection, convert["time"])
+    return enforcement.enforce(claimed, rules, counters, now, unset_consent)
+
+
+def _rules(
+    connection: sqlite3.Connection, convert: dict[str, _Convert], zones: dict[str, str | None]
+) -> dict[str, WorkspaceRules]:
+    caps, quiet_hours = convert["frequency_caps"], convert["quiet_hours"]
+    rows = [
+        {
+            "id": rule_set_id,
+            "workspace_id": workspace_id,
+            "is_default": is_default,
+            "frequency_caps": caps(caps_text),
+            "quiet_hours": quiet_hours(quiet_text),
+        }
+        for rule_set_id, workspace_id, is_default, caps_text, quiet_text in connection.execute(
+            "SELECT id, workspace_id, is_default, frequency_caps, quiet_hours FROM rule_sets "
+            f"WHERE workspace_id IN ({_marks(len(zones))})",
+            list(zones),
+        )
+    ]
+    return rules_by_workspace(zones, rows) if rows else {}
 
 
 def _assemble(
     connection: sqlite3.Connection, convert: dict[str, _Convert], rows: Sequence[tuple[Any, ...]]
-) -> list[ClaimedMessage]:
+) -> tuple[list[ClaimedMessage], dict[str, str | None]]:
     context, profile_data = convert["context"], convert["profile_data"]
     attributes, consent = convert["attributes"], convert["consent"]
+    created_at = convert["created_at"]
     decoded = [
         (
             *row[:6],
             context(row[6]),
             profile_data(row[7]),
             row[8],
-            attributes(row[9]),
-            consent(row[10]),
+            row[9],
+            created_at(row[10]),
+            attributes(row[11]),
+            consent(row[12]),
+            row[13],
         )
         for row in rows
     ]
     version_ids = list({row[3] for row in rows})
-    version_columns = ", ".join(f"v.{name}" for name in VERSION_COLUMNS[:-1])
-    content = convert["content"]
+    version_columns = ", ".join(
+        [f"v.{name}" for name in VERSION_COLUMNS] + [f"c.{name}" for name in CAMPAIGN_COLUMNS]
+    )
+    content, rule_set_ids = convert["content"], convert["rule_set_ids"]
     versions = {
-        row[0]: (row[0], row[1], content(row[2]), row[3], row[4], row[5])
+        row[0]: (row[0], row[1], content(row[2]), row[3], row[4], row[5], rule_set_ids(row[6]))
         for row in connection.execute(
-            f"SELECT {version_columns}, c.{VERSION_COLUMNS[-1]} FROM campaign_versions AS v "
+            f"SELECT {version_columns} FROM campaign_versions AS v "
             "JOIN campaigns AS c ON c.id = v.campaign_id "
             f"WHERE v.id IN ({_marks(len(version_ids))})",
             version_ids,
@@ -204,12 +250,13 @@ def _assemble(
         )
     }
     workspace_ids = list({row[1] for row in rows})
-    policies = dict(
-        connection.execute(
-            f"SELECT id, unset_consent FROM workspaces WHERE id IN ({_marks(len(workspace_ids))})",
-            workspace_ids,
-        )
-    )
+    workspace_rows = connection.execute(
+        "SELECT id, unset_consent, timezone FROM workspaces "
+        f"WHERE id IN ({_marks(len(workspace_ids))})",
+        workspace_ids,
+    ).fetchall()
+    policies = {workspace_id: policy for workspace_id, policy, _ in workspace_rows}
+    zones = {workspace_id: zone for workspace_id, _, zone in workspace_rows}
 
     def fetch(
         workspace_id: str, channel: str, kind: SuppressionKind, values: Sequence[str]
@@ -222,7 +269,10 @@ def _assemble(
             )
         ]
 
-    return assemble(decoded, versions, configurations, policies, find_suppressions(decoded, fetch))
+    claimed = assemble(
+        decoded, versions, configurations, policies, find_suppressions(decoded, fetch)
+    )
+    return claimed, zones
 
 
 def record(
@@ -241,7 +291,14 @@ def record(
         (_RECORD_FAILED, [(r, e, *tail, i, _SENDING) for i, r, e in outcomes.failed]),
         (_RECORD_EXCLUDED, [(r, d, *tail, i, _SENDING) for i, r, d in outcomes.excluded]),
         (_RECORD_POSTPONED, [(time(d), *tail, i, _SENDING) for i, d in outcomes.postponed]),
+        (
+            _RECORD_HELD,
+            [(time(d), QUIET_HOURS_HELD, *tail, i, _SENDING) for i, d in outcomes.held],
+        ),
     ]
+    counters = SqliteCounters(connection, time)
+    for key in sorted(outcomes.uncounted):
+        counters.remove(key)
     for sql, parameters in groups:
         if parameters:
             connection.executemany(sql, parameters)

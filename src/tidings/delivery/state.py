@@ -56,13 +56,23 @@ def check_message_move(current: MessageState, target: MessageState) -> MessageSt
 
 
 class ExclusionReason(StrEnum):
-    """Why a message was not sent, as stored: stable codes, never free text."""
+    """Why a message was not sent, as stored: stable codes, never free text (docs/api.md
+    lists them with the rules matrix)."""
 
+    NO_CONSENT = "no_consent"
+    SUPPRESSED_ADDRESS = "suppressed_address"
+    SUPPRESSED_DOMAIN = "suppressed_domain"
+    FREQUENCY_CAPPED = "frequency_capped"
+    QUIET_HOURS_DISCARD = "quiet_hours_discard"
+    # Held by quiet hours (action queue) past the give-up time.
+    QUIET_HOURS_EXPIRED = "quiet_hours_expired"
     NO_ADDRESS = "no_address"
     MALFORMED_ADDRESS = "malformed_address"
+    UNKNOWN_PROFILE = "unknown_profile"
     RENDERING_ERROR = "rendering_error"
-    NO_CONSENT = "no_consent"
-    SUPPRESSED = "suppressed"
-    FREQUENCY_CAP = "frequency_cap"
-    QUIET_HOURS = "quiet_hours"
+    DISPATCH_ERROR = "dispatch_error"
     CAMPAIGN_NOT_LIVE = "campaign_not_live"
+
+
+# The reason a deferred message carries while quiet hours hold it (not an exclusion).
+QUIET_HOURS_HELD = "quiet_hours"

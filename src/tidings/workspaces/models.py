@@ -17,6 +17,8 @@ workspaces = sa.Table(
     # Whether marketing may go to a recipient whose consent is unset: "allow", "deny", or
     # NULL for the server's TIDINGS_UNSET_CONSENT.
     sa.Column("unset_consent", sa.String(8), nullable=True),
+    # The IANA zone of quiet hours for profiles without one; NULL: UTC.
+    sa.Column("timezone", sa.String(64), nullable=True),
 )
 
 api_keys = sa.Table(

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tidings.rules.schemas import Zone
+
 
 class Scope(StrEnum):
     CAMPAIGNS_READ = "campaigns:read"
@@ -33,6 +35,9 @@ class WorkspaceOut(BaseModel):
         default=None,
         description="This workspace's policy for unset consent; null: TIDINGS_UNSET_CONSENT",
     )
+    timezone: str | None = Field(
+        default=None, description="Quiet hours' zone for profiles without one; null: UTC"
+    )
     created_at: datetime
 
 
@@ -43,6 +48,11 @@ class WorkspacePatch(BaseModel):
         default=None,
         description="allow or deny marketing to recipients with unset consent; "
         "null: back to the server's TIDINGS_UNSET_CONSENT",
+    )
+    timezone: Zone | None = Field(
+        default=None,
+        description="IANA zone of quiet hours for profiles without a time zone; null: UTC",
+        examples=["Europe/Paris"],
     )
 
 

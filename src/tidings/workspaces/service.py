@@ -107,7 +107,7 @@ def get_workspace(db: Database, workspace_id: str) -> dict[str, Any]:
 
 def update_workspace(db: Database, workspace_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     """Applies the fields given (a PATCH: absent fields keep their value, null clears one)."""
-    allowed = {"unset_consent"}
+    allowed = {"unset_consent", "timezone"}
     values = {name: value for name, value in changes.items() if name in allowed}
     with db.write() as conn:
         if values:

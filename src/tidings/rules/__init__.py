@@ -1,0 +1,1 @@
+"""Business rules: rule sets of frequency caps and quiet hours, applied to marketing messages."""

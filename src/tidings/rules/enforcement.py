@@ -1,0 +1,171 @@
+"""The rules a claimed message meets before it is rendered, decided in the claim's transaction.
+
+The order is fixed: an address at all, a well-formed one, marketing consent, the suppression
+list, quiet hours, and last the frequency caps, so that a message stopped by an earlier rule
+never spends a recipient's cap. Which rule applies to which category is the rules matrix in
+docs/api.md: consent, quiet hours and caps are for marketing only; the suppression list stops
+both (a transactional email configuration may let spam-complaint suppressions through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from tidings.delivery.state import ExclusionReason
+from tidings.rules.counters import CounterKey, Counters
+from tidings.rules.policy import WorkspaceRules, period_bounds, quiet_verdict
+from tidings.suppressions.service import blocks
+from tidings.vocabulary import E164_PATTERN, Category, Channel
+
+if TYPE_CHECKING:
+    from tidings.delivery.queue import ClaimedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """The message is not sent: a stable reason code, and a detail for people."""
+
+    reason: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Quiet hours hold the message until `until`; it is claimed again then."""
+
+    until: datetime
+
+
+Verdict = Exclusion | Hold
+
+
+def _malformed(channel: Channel, address: str) -> bool:
+    if channel is Channel.EMAIL:
+        local, at, domain = address.rpartition("@")
+        return not (at and local and "." in domain) or any(c.isspace() for c in address)
+    if channel is Channel.SMS:
+        return E164_PATTERN.match(address) is None
+    return False
+
+
+def _consent_refuses(message: ClaimedMessage, unset_default: str) -> bool:
+    # Out always refuses; unset (or no stored profile) as the workspace's policy says.
+    if message.consent == "out":
+        return True
+    return message.consent != "in" and (message.unset_consent or unset_default) == "deny"
+
+
+def _allows_complaints(message: ClaimedMessage) -> bool:
+    settings = message.settings
+    return (
+        message.channel is Channel.EMAIL
+        and settings is not None
+        and settings.get("allow_complaint_suppressed") is True
+    )
+
+
+def verdict_before_caps(
+    message: ClaimedMessage, rules: WorkspaceRules | None, now: datetime, unset_default: str
+) -> Verdict | None:
+    """Every rule but the caps, which need counters; no I/O."""
+    address = message.address
+    if not address:
+        return Exclusion(ExclusionReason.NO_ADDRESS.value)
+    if _malformed(message.channel, address):
+        return Exclusion(ExclusionReason.MALFORMED_ADDRESS.value)
+    marketing = message.category is Category.MARKETING
+    if marketing and _consent_refuses(message, unset_default):
+        return Exclusion(ExclusionReason.NO_CONSENT.value)
+    match = message.suppression
+    if match is not None and blocks(
+        match, message.category, not marketing and _allows_complaints(message)
+    ):
+        return Exclusion(match.reason_code, f"{match.type} ({match.source})")
+    if not marketing or rules is None:
+        return None
+    quiet_hours = rules.for_campaign(message.rule_set_ids).quiet_hours
+    if not quiet_hours:
+        return None
+    held = quiet_verdict(
+        quiet_hours,
+        message.channel.value,
+        message.timezone,
+        rules.timezone,
+        now,
+        message.created_at or now,
+    )
+    if held is None:
+        return None
+    if held.discard:
+        return Exclusion(ExclusionReason.QUIET_HOURS_DISCARD.value)
+    if held.expired:
+        return Exclusion(
+            ExclusionReason.QUIET_HOURS_EXPIRED.value,
+            f"quiet hours would hold it until {held.until.isoformat()}",
+        )
+    return Hold(held.until)
+
+
+def enforce(
+    claimed: Sequence[ClaimedMessage],
+    rules: Mapping[str, WorkspaceRules],
+    counters: Counters,
+    now: datetime,
+    unset_default: str,
+) -> list[ClaimedMessage]:
+    """The claimed messages, each with its verdict, or with the counters it moved when it may
+    be sent (given back by the record when it is not sent after all)."""
+    decided = list(claimed)
+    to_count: list[tuple[int, ClaimedMessage, WorkspaceRules]] = []
+    for index, message in enumerate(claimed):
+        workspace_rules = rules.get(message.workspace_id)
+        verdict = verdict_before_caps(message, workspace_rules, now, unset_default)
+        if verdict is not None:
+            decided[index] = replace(message, verdict=verdict)
+        elif (
+            workspace_rules is not None
+            and message.category is Category.MARKETING
+            and workspace_rules.counters.get(message.channel.value)
+        ):
+            to_count.append((index, message, workspace_rules))
+    # In recipient order, and each message's counters in key order (CounterKey's order): the
+    # same order in every worker, so the row locks of concurrent claims never deadlock.
+    to_count.sort(key=lambda item: _recipient(item[1]))
+    for index, message, workspace_rules in to_count:
+        decided[index] = _count(message, workspace_rules, counters, now)
+    return decided
+
+
+def _recipient(message: ClaimedMessage) -> str:
+    return message.profile_id or message.address or ""
+
+
+def _count(
+    message: ClaimedMessage, rules: WorkspaceRules, counters: Counters, now: datetime
+) -> ClaimedMessage:
+    limits = rules.for_campaign(message.rule_set_ids).limits
+    recipient = _recipient(message)
+    keys = []
+    for counter in rules.counters[message.channel.value]:
+        start, end = period_bounds(counter.period, counter.every, now)
+        keys.append(CounterKey(recipient, counter.key, start, message.workspace_id, end))
+    keys.sort()
+    taken: list[CounterKey] = []
+    for key in keys:
+        count = counters.add(key)
+        taken.append(key)
+        limit = limits.get(key.cap_key)
+        if limit is not None and count > limit:
+            for counted in taken:
+                counters.remove(counted)
+            return replace(
+                message,
+                verdict=Exclusion(
+                    ExclusionReason.FREQUENCY_CAPPED.value,
+                    f"at most {limit} per {key.cap_key}",
+                ),
+            )
+    return replace(message, counted=tuple(taken))

@@ -1,0 +1,251 @@
+"""Business rules without I/O: calendar periods, quiet hours, and the rules a workspace holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tidings.rules.schemas import (
+    RECIPIENT_ZONE,
+    FrequencyCap,
+    Period,
+    QuietAction,
+    QuietHours,
+    Weekday,
+)
+from tidings.vocabulary import Channel
+
+_EPOCH_DAY = date(1970, 1, 1)
+_EPOCH_MONDAY = date(1970, 1, 5)
+_WEEKDAYS = list(Weekday)
+# A message held by quiet hours longer than this after it was accepted is given up.
+QUIET_HOURS_GIVE_UP = timedelta(days=7)
+# Back-to-back quiet periods (a holiday, then the night) are followed this many times at most.
+_MAX_CHAINED_PERIODS = 32
+
+
+def period_bounds(period: Period, every: int, at: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar period of `every` `period`s holding `at`: [start, end).
+
+    Periods of several units are counted from fixed origins (1970-01-01, the Monday
+    1970-01-05, January of year 0), so that everyone's fortnight starts on the same Monday.
+    """
+    at = at.astimezone(UTC)
+    if period is Period.HOUR:
+        hours = int(at.timestamp()) // 3600 // every * every
+        start = datetime.fromtimestamp(hours * 3600, UTC)
+        return start, start + timedelta(hours=every)
+    if period is Period.DAY:
+        days = (at.date() - _EPOCH_DAY).days // every * every
+        first = _EPOCH_DAY + timedelta(days=days)
+        return _midnight(first), _midnight(first + timedelta(days=every))
+    if period is Period.WEEK:
+        weeks = (at.date() - _EPOCH_MONDAY).days // 7 // every * every
+        first = _EPOCH_MONDAY + timedelta(weeks=weeks)
+        return _midnight(first), _midnight(first + timedelta(weeks=every))
+    months = (at.year * 12 + at.month - 1) // every * every
+    return _month_start(months), _month_start(months + every)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _month_start(months: int) -> datetime:
+    return datetime(months // 12, months % 12 + 1, 1, tzinfo=UTC)
+
+
+def cap_key(cap: FrequencyCap) -> str:
+    """What a cap counts, without its limit: caps that count the same thing share a counter,
+    so the lowest of their limits wins."""
+    return f"{'+'.join(cap.channels)}/{cap.every}{cap.period.value}"
+
+
+@lru_cache(maxsize=512)
+def zone_named(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _at(day: date, clock: Any, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, clock, tzinfo=zone)
+
+
+def _quiet_end(quiet: QuietHours, zone: ZoneInfo, local: datetime) -> datetime | None:
+    """The latest end among the quiet periods `local` falls in, or None."""
+    ends: list[datetime] = []
+    today = local.date()
+    if today in quiet.dates:
+        ends.append(_at(today + timedelta(days=1), datetime.min.time(), zone))
+    for window in quiet.windows:
+        # A window starts on one of its days and may run past midnight: today's and
+        # yesterday's starts can both hold `local`.
+        for offset in (0, -1):
+            day = today + timedelta(days=offset)
+            if _WEEKDAYS[day.weekday()] not in window.days:
+                continue
+            start = _at(day, window.start, zone)
+            end_day = day if window.end > window.start else day + timedelta(days=1)
+            end = _at(end_day, window.end, zone)
+            if start <= local < end:
+                ends.append(end)
+    return max(ends) if ends else None
+
+
+def quiet_until(quiet: QuietHours, zone: ZoneInfo, now: datetime) -> datetime | None:
+    """When the quiet hours holding `now` end (UTC), or None when `now` is not quiet."""
+    end = _quiet_end(quiet, zone, now.astimezone(zone))
+    if end is None:
+        return None
+    for _ in range(_MAX_CHAINED_PERIODS):
+        later = _quiet_end(quiet, zone, end.astimezone(zone))
+        if later is None or later <= end:
+            break
+        end = later
+    return end.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CapCounter:
+    """A counter every marketing message on one of `channels` moves, whichever campaign."""
+
+    key: str
+    channels: frozenset[str]
+    period: Period
+    every: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSetRules:
+    id: str
+    is_default: bool
+    caps: tuple[FrequencyCap, ...]
+    quiet_hours: QuietHours | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRules:
+    """The rules a marketing campaign's messages meet: its rule sets and the defaults."""
+
+    # The lowest limit per counter key among the applicable caps.
+    limits: Mapping[str, int]
+    quiet_hours: tuple[QuietHours, ...]
+
+
+_NO_RULES = CampaignRules({}, ())
+
+
+@dataclass(slots=True)
+class WorkspaceRules:
+    """A workspace's rule sets as read at a claim, and what follows from them."""
+
+    timezone: ZoneInfo | None
+    rule_sets: Mapping[str, RuleSetRules]
+    counters: dict[str, tuple[CapCounter, ...]] = field(default_factory=dict)
+    _campaigns: dict[tuple[str, ...], CampaignRules] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        every_counter: dict[str, CapCounter] = {}
+        for rule_set in self.rule_sets.values():
+            for cap in rule_set.caps:
+                key = cap_key(cap)
+                every_counter[key] = CapCounter(key, frozenset(cap.channels), cap.period, cap.every)
+        for channel in Channel:
+            self.counters[channel.value] = tuple(
+                counter
+                for key, counter in sorted(every_counter.items())
+                if channel.value in counter.channels
+            )
+
+    def for_campaign(self, rule_set_ids: Sequence[str] | None) -> CampaignRules:
+        ids = tuple(rule_set_ids or ())
+        rules = self._campaigns.get(ids)
+        if rules is None:
+            chosen = [
+                rule_set
+                for rule_set_id, rule_set in self.rule_sets.items()
+                if rule_set.is_default or rule_set_id in ids
+            ]
+            if not chosen:
+                rules = _NO_RULES
+            else:
+                limits: dict[str, int] = {}
+                for rule_set in chosen:
+                    for cap in rule_set.caps:
+                        key = cap_key(cap)
+                        limits[key] = min(cap.limit, limits.get(key, cap.limit))
+                rules = CampaignRules(
+                    limits,
+                    tuple(r.quiet_hours for r in chosen if r.quiet_hours is not None),
+                )
+            self._campaigns[ids] = rules
+        return rules
+
+
+def workspace_rules(timezone: str | None, rows: Iterable[Mapping[Any, Any]]) -> WorkspaceRules:
+    """WorkspaceRules from the workspace's zone and its rule_sets rows (JSON decoded)."""
+    return WorkspaceRules(
+        zone_named(timezone),
+        {
+            row["id"]: RuleSetRules(
+                row["id"],
+                bool(row["is_default"]),
+                tuple(FrequencyCap.model_validate(cap) for cap in row["frequency_caps"] or ()),
+                QuietHours.model_validate(row["quiet_hours"]) if row["quiet_hours"] else None,
+            )
+            for row in rows
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QuietVerdict:
+    """Quiet hours hold a message: until `until` (queue), or for good (discard, or held past
+    the give-up time)."""
+
+    until: datetime
+    discard: bool
+    expired: bool
+
+
+def quiet_verdict(
+    quiet_hours: Sequence[QuietHours],
+    channel: str,
+    recipient_zone: str | None,
+    workspace_zone: ZoneInfo | None,
+    now: datetime,
+    accepted_at: datetime,
+) -> QuietVerdict | None:
+    """Whether the quiet hours of any applicable rule set hold a message now.
+
+    `recipient` quiet hours use the profile's zone, else the workspace's, else UTC: a profile
+    without a zone is never let through unchecked.
+    """
+    verdict: QuietVerdict | None = None
+    for quiet in quiet_hours:
+        if channel not in quiet.channels:
+            continue
+        if quiet.timezone == RECIPIENT_ZONE:
+            zone = zone_named(recipient_zone) or workspace_zone or _UTC_ZONE
+        else:
+            zone = zone_named(quiet.timezone) or _UTC_ZONE
+        until = quiet_until(quiet, zone, now)
+        if until is None:
+            continue
+        discard = quiet.action is QuietAction.DISCARD
+        if discard:
+            return QuietVerdict(until, True, False)
+        if verdict is None or until > verdict.until:
+            verdict = QuietVerdict(until, False, until - accepted_at > QUIET_HOURS_GIVE_UP)
+    return verdict
+
+
+_UTC_ZONE = ZoneInfo("UTC")
