@@ -131,6 +131,11 @@ def test_campaigns_name_rule_sets_of_their_workspace_and_marketing_only(
         "campaign_id": campaign["id"],
         "rule_set_ids": [mine["id"]],
     }
+    assert tenant.client.get(f"/v1/campaigns/{campaign['id']}").json()["rule_set_ids"] == [
+        mine["id"]
+    ]
+    copy = tenant.client.post(f"/v1/campaigns/{campaign['id']}/duplicate")
+    assert copy.json()["rule_set_ids"] == [mine["id"]]
     in_use = tenant.client.delete(f"/v1/rule-sets/{mine['id']}")
     assert in_use.status_code == 409
     transactional = live_campaign(tenant)

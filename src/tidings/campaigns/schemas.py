@@ -127,6 +127,11 @@ class CampaignOut(BaseModel):
     live_version: int | None
     draft_version: int | None
     duplicated_from_id: str | None
+    rule_set_ids: list[str] = Field(
+        default_factory=list,
+        description="Business rule sets beside the workspace's defaults: "
+        "PUT /v1/campaigns/{id}/rule-sets",
+    )
     created_at: datetime
     updated_at: datetime
     activated_at: datetime | None

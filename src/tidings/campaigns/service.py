@@ -139,6 +139,7 @@ def _campaign_view(conn: sa.Connection, campaign: dict[str, Any]) -> dict[str, A
         "version": {"id": head["id"], "number": head["number"], "state": head["state"]},
         "live_version": _version_number(conn, campaign["live_version_id"]),
         "draft_version": _version_number(conn, campaign["draft_version_id"]),
+        "rule_set_ids": campaign.get("rule_set_ids") or [],
     }
 
 
@@ -550,6 +551,7 @@ def duplicate(db: Database, workspace_id: str, campaign_id: str) -> dict[str, An
                 live_version_id=None,
                 draft_version_id=new_version_id,
                 duplicated_from_id=campaign_id,
+                rule_set_ids=source.get("rule_set_ids"),
                 created_at=now,
                 updated_at=now,
             )

@@ -32,8 +32,12 @@ from tidings.delivery.deliverer import Deliverer
 from tidings.delivery.queue import ClaimedMessage
 from tidings.errors import Unavailable
 from tidings.executions import fanout
+from tidings.rules import service as rules
 from tidings.runtime import Runtime
 from tidings.vocabulary import Channel
+
+# Counters of ended periods are no longer read; forgetting them now and then is enough.
+COUNTER_PURGE_SECONDS = 600.0
 
 log = logging.getLogger("tidings.worker")
 
@@ -58,11 +62,17 @@ class Worker:
         self.adapters = dict(adapters) if adapters is not None else default_adapters(runtime)
         self.deliverer = Deliverer(runtime, self.adapters)
         self._last_schedules = 0.0
+        self._last_purge = 0.0
 
     def advance_schedules(self) -> dict[str, int]:
         moved = campaigns.advance_schedules(self.runtime.db, utcnow())
         if any(moved.values()):
             log.info("campaign schedules advanced: %s", moved)
+        if time.monotonic() - self._last_purge >= COUNTER_PURGE_SECONDS:
+            self._last_purge = time.monotonic()
+            purged = rules.purge_counters(self.runtime.db, utcnow())
+            if purged:
+                log.info("frequency counters of ended periods purged: %d", purged)
         return moved
 
     async def turn(self) -> int:
