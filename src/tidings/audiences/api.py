@@ -1,4 +1,4 @@
-"""Routes of /v1/audiences: list audiences and their members."""
+"""Routes of /v1/audiences: list and rule audiences, members, estimates."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from tidings.audiences.schemas import (
     AudienceCreated,
     AudienceList,
     AudienceOut,
+    AudienceUpdate,
+    Estimate,
     MembersChange,
     MembersChanged,
+    RuleBody,
 )
 from tidings.errors import PermissionDenied
 from tidings.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -49,8 +52,10 @@ def _out(row: dict[str, Any]) -> AudienceOut:
 def create_audience(
     body: AudienceCreate, runtime: RuntimeDep, principal: Writer
 ) -> AudienceCreated:
-    """Creates a list audience, with up to 10,000 members given by identity. Identities that are
-    invalid or that no profile of the workspace has are listed in `rejected`, not created."""
+    """Creates a rule audience (`rule`: the profiles it matches when an execution reads it) or
+    a list audience, with up to 10,000 members given by identity. Identities that are invalid
+    or that no profile of the workspace has are listed in `rejected`, not created. A rule that
+    does not parse is a `422` naming `rule`, with the line and column of the problem."""
     row, result = service.create(runtime.db, principal.workspace_id, body)
     return AudienceCreated.model_validate({**row, "rejected": result.rejected})
 
@@ -68,9 +73,26 @@ def list_audiences(
     return AudienceList(items=[_out(row) for row in rows], next_cursor=next_cursor)
 
 
+@router.post("/estimate", response_model=Estimate)
+def estimate_rule(body: RuleBody, runtime: RuntimeDep, principal: Reader) -> Estimate:
+    """How many profiles a rule matches now, without saving it: exact up to 100,000, else
+    `exact: false` and at least `count`."""
+    return Estimate.model_validate(service.estimate(runtime.db, principal.workspace_id, body.rule))
+
+
 @router.get("/{audience_id}", response_model=AudienceOut)
 def get_audience(audience_id: str, runtime: RuntimeDep, principal: Reader) -> AudienceOut:
+    """The audience; a rule audience comes with its `estimate`."""
     return _out(service.get(runtime.db, principal.workspace_id, audience_id))
+
+
+@router.patch("/{audience_id}", response_model=AudienceOut)
+def update_audience(
+    audience_id: str, body: AudienceUpdate, runtime: RuntimeDep, principal: Writer
+) -> AudienceOut:
+    """Changes the name, the description, or the rule of a rule audience (`409` on a list
+    audience). An execution fanning out reads the new rule from its next page."""
+    return _out(service.update(runtime.db, principal.workspace_id, audience_id, body))
 
 
 @router.delete("/{audience_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -88,7 +110,8 @@ def add_members(
     audience_id: str, body: MembersChange, runtime: RuntimeDep, principal: Writer
 ) -> MembersChanged:
     """Adds up to 10,000 profiles by identity; adding a member again changes nothing.
-    `added` counts new members; `rejected` lists identities that are invalid or unknown."""
+    `added` counts new members; `rejected` lists identities that are invalid or unknown.
+    `409` on a rule audience."""
     result = service.add_members(runtime.db, principal.workspace_id, audience_id, body.members)
     return MembersChanged.model_validate({"added": result.count, "rejected": result.rejected})
 
@@ -102,6 +125,6 @@ def remove_members(
     audience_id: str, body: MembersChange, runtime: RuntimeDep, principal: Writer
 ) -> MembersChanged:
     """Removes up to 10,000 profiles by identity; identities that are not members are no
-    error. `removed` counts memberships removed."""
+    error. `removed` counts memberships removed. `409` on a rule audience."""
     result = service.remove_members(runtime.db, principal.workspace_id, audience_id, body.members)
     return MembersChanged.model_validate({"removed": result.count, "rejected": result.rejected})

@@ -1,4 +1,4 @@
-"""Tables of audiences and the members of list audiences."""
+"""Tables of audiences (lists and rules) and the members of list audiences."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ audiences = sa.Table(
     id_column("workspace_id", sa.ForeignKey("workspaces.id"), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("description", sa.Text(), nullable=True),
-    # "list": uploaded members. Rule audiences (an expression over profiles) come later and
-    # will add their own columns.
+    # "list": uploaded members (audience_members). "rule": the profiles `rule` matches when
+    # read, so it has no stored members.
     sa.Column("kind", sa.String(16), nullable=False),
+    # The rule as authored (audiences/rules.py); parsed again whenever it is evaluated, so what
+    # the user wrote is what is kept. NULL for a list audience.
+    sa.Column("rule", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("workspace_id", "name"),

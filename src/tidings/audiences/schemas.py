@@ -1,4 +1,4 @@
-"""API shapes of audiences: list audiences, their members, and what a change rejected."""
+"""API shapes of audiences: list and rule audiences, their members, estimates, rejections."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from tidings.profiles.schemas import Identity
 
 MAX_MEMBERS_PER_CALL = 10_000
+RULE_DESCRIPTION = (
+    "An expression over profiles (see 'Audience rules' in docs/api.md), checked when saved; "
+    "errors give its line and column"
+)
+RULE_EXAMPLE = 'attributes.plan == "gold" and consent.email == "in" and created_at > now - 30d'
 
 
 class AudienceCreate(BaseModel):
+    """With `rule`, a rule audience; without it, a list audience (with `members` or empty)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
@@ -21,6 +28,30 @@ class AudienceCreate(BaseModel):
         default_factory=list,
         max_length=MAX_MEMBERS_PER_CALL,
         description="Identities of existing profiles; unknown ones are rejected, not created",
+    )
+    rule: str | None = Field(default=None, description=RULE_DESCRIPTION, examples=[RULE_EXAMPLE])
+
+
+class AudienceUpdate(BaseModel):
+    """Fields sent change; `description: null` clears it; `rule` only on a rule audience."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    rule: str | None = Field(default=None, description=RULE_DESCRIPTION, examples=[RULE_EXAMPLE])
+
+
+class RuleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rule: str = Field(description=RULE_DESCRIPTION, examples=[RULE_EXAMPLE])
+
+
+class Estimate(BaseModel):
+    count: int = Field(description="Profiles the rule matches now, at most the cap")
+    exact: bool = Field(
+        description="false when the count reached the cap: then at least `count` profiles match"
     )
 
 
@@ -41,8 +72,15 @@ class AudienceOut(BaseModel):
     id: str
     name: str
     description: str | None
-    kind: Literal["list"]
-    member_count: int
+    kind: Literal["list", "rule"]
+    rule: str | None = Field(description="The rule of a rule audience, as written; else null")
+    member_count: int | None = Field(
+        description="Members of a list audience; null for a rule audience (see `estimate`)"
+    )
+    estimate: Estimate | None = Field(
+        default=None,
+        description="A rule audience read alone (not in lists): how many profiles it matches now",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -1,30 +1,37 @@
-"""List audiences: create, read, list, delete, members in and out, and paging members for the
-fan-out of audience executions. Knows nothing of HTTP."""
+"""Audiences, lists and rules: create, read, change, delete, members in and out, estimates, and
+paging members for the fan-out of audience executions. Knows nothing of HTTP."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from tidings.audiences import rule_sql, rules
 from tidings.audiences.models import audience_members, audiences
-from tidings.audiences.schemas import AudienceCreate
+from tidings.audiences.schemas import AudienceCreate, AudienceUpdate
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.clock import utcnow
 from tidings.db import Database
 from tidings.db.upsert import insert_ignoring_conflicts
-from tidings.errors import Conflict, InvalidInput, NotFound
+from tidings.errors import Conflict, FieldError, InvalidInput, NotFound
 from tidings.ids import new_id
 from tidings.pagination import keyset_page
-from tidings.profiles.models import profile_identities
+from tidings.profiles.models import profile_identities, profiles
 from tidings.profiles.schemas import Identity
 from tidings.profiles.service import normalize_identity
 
 LIST_KIND = "list"
+RULE_KIND = "rule"
 NOT_FOUND = "no such audience in this workspace"
 NO_PROFILE = "no profile has this identity"
+NO_MEMBERS = "a rule audience has no members to add or remove: change its rule instead"
+# An estimate counts matching profiles up to this many (a LIMIT under the COUNT), so reading a
+# rule audience stays bounded by the workspace's size, not by the audience's.
+ESTIMATE_CAP = 100_000
 # Values per IN (...) list: well under SQLite's limit on bound parameters.
 CHUNK = 500
 _ACTIVE_CAMPAIGNS = ("live", "scheduled")
@@ -61,7 +68,17 @@ def _query() -> sa.Select[Any]:
     return sa.select(audiences, _member_count().label("member_count"))
 
 
-def load(conn: sa.Connection, workspace_id: str, audience_id: str) -> dict[str, Any] | None:
+def _view(row: sa.RowMapping) -> dict[str, Any]:
+    view = dict(row)
+    if view["kind"] == RULE_KIND:
+        view["member_count"] = None
+    return view
+
+
+def load(
+    conn: sa.Connection, workspace_id: str, audience_id: str, *, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """The audience; with `now`, a rule audience comes with its estimate at that time."""
     row = (
         conn.execute(
             _query().where(audiences.c.id == audience_id, audiences.c.workspace_id == workspace_id)
@@ -69,7 +86,12 @@ def load(conn: sa.Connection, workspace_id: str, audience_id: str) -> dict[str, 
         .mappings()
         .first()
     )
-    return dict(row) if row else None
+    if row is None:
+        return None
+    view = _view(row)
+    if now is not None and view["kind"] == RULE_KIND:
+        view["estimate"] = count_matching(conn, workspace_id, rules.parse(view["rule"]), now)
+    return view
 
 
 def _any_audience(conn: sa.Connection, *conditions: sa.ColumnElement[bool]) -> bool:
@@ -85,7 +107,7 @@ def exists(conn: sa.Connection, workspace_id: str, audience_id: str) -> bool:
 
 def get(db: Database, workspace_id: str, audience_id: str) -> dict[str, Any]:
     with db.read() as conn:
-        row = load(conn, workspace_id, audience_id)
+        row = load(conn, workspace_id, audience_id, now=utcnow())
     if row is None:
         raise NotFound(NOT_FOUND)
     return row
@@ -100,24 +122,83 @@ def list_page(
         rows, next_cursor = keyset_page(
             conn, query, audiences.c.id, cursor, limit, newest_first=True
         )
-    return [dict(row) for row in rows], next_cursor
+    return [_view(row) for row in rows], next_cursor
+
+
+def parse_rule(source: str, field_name: str = "rule") -> rules.Rule:
+    """The rule, or a 422 naming the field, with the line and column of the problem."""
+    try:
+        return rules.parse(source)
+    except rules.RuleError as exc:
+        raise InvalidInput(
+            f"{field_name}: {exc}",
+            errors=[FieldError(field_name, str(exc), line=exc.line, column=exc.column)],
+        ) from None
+
+
+def _matching(
+    conn: sa.Connection, workspace_id: str, rule: rules.Rule, now: datetime
+) -> sa.Select[str]:
+    return sa.select(profiles.c.id).where(
+        profiles.c.workspace_id == workspace_id,
+        rule_sql.condition(rule, conn.dialect.name, now),
+    )
+
+
+def count_matching(
+    conn: sa.Connection,
+    workspace_id: str,
+    rule: rules.Rule,
+    now: datetime,
+    cap: int = ESTIMATE_CAP,
+) -> dict[str, Any]:
+    """`{count, exact}`: the profiles of the workspace the rule matches at `now`, counted up to
+    `cap` (beyond it, `count` is the cap and `exact` false)."""
+    matching = _matching(conn, workspace_id, rule, now).limit(cap + 1).subquery()
+    count = conn.execute(sa.select(sa.func.count()).select_from(matching)).scalar_one()
+    return {"count": min(count, cap), "exact": count <= cap}
+
+
+def estimate(db: Database, workspace_id: str, source: str) -> dict[str, Any]:
+    """How many profiles of the workspace a rule (not saved) matches now."""
+    rule = parse_rule(source)
+    with db.read() as conn:
+        return count_matching(conn, workspace_id, rule, utcnow())
 
 
 def member_page(
-    conn: sa.Connection, audience_id: str, after_profile_id: str | None, limit: int
+    conn: sa.Connection,
+    audience_id: str,
+    after_profile_id: str | None,
+    limit: int,
+    *,
+    now: datetime | None = None,
 ) -> list[str]:
     """Up to `limit` member profile ids in ascending order, after `after_profile_id`.
 
-    A keyset walk of the (audience_id, profile_id) primary key: the fan-out of an audience
-    execution reads pages of any audience size in flat memory, and resumes from the last id it
-    queued. The caller checks the audience's workspace.
+    A keyset walk: of the (audience_id, profile_id) primary key for a list audience, of the
+    profiles of its workspace by id for a rule audience (the rule evaluated at `now`, by
+    default the time of the call). The fan-out of an audience execution reads pages of any
+    audience size in flat memory, and resumes from the last id it queued. No audience: no
+    members. The caller checks the audience's workspace.
     """
-    query = sa.select(audience_members.c.profile_id).where(
-        audience_members.c.audience_id == audience_id
-    )
+    audience = conn.execute(
+        sa.select(audiences.c.workspace_id, audiences.c.kind, audiences.c.rule).where(
+            audiences.c.id == audience_id
+        )
+    ).first()
+    if audience is None:
+        return []
+    if audience.kind == RULE_KIND:
+        id_column = profiles.c.id
+        rule = rules.parse(audience.rule)
+        query = _matching(conn, audience.workspace_id, rule, now or utcnow())
+    else:
+        id_column = audience_members.c.profile_id
+        query = sa.select(id_column).where(audience_members.c.audience_id == audience_id)
     if after_profile_id is not None:
-        query = query.where(audience_members.c.profile_id > after_profile_id)
-    return list(conn.execute(query.order_by(audience_members.c.profile_id).limit(limit)).scalars())
+        query = query.where(id_column > after_profile_id)
+    return list(conn.execute(query.order_by(id_column).limit(limit)).scalars())
 
 
 # ---------------------------------------------------------------- writing
@@ -130,7 +211,14 @@ def _name_taken(conn: sa.Connection, workspace_id: str, name: str) -> bool:
 def create(
     db: Database, workspace_id: str, body: AudienceCreate
 ) -> tuple[dict[str, Any], MembersResult]:
-    """A new list audience with the members the body names that resolve to profiles."""
+    """A new rule audience when the body has a rule; else a new list audience with the members
+    the body names that resolve to profiles."""
+    if body.rule is not None:
+        if body.members:
+            raise InvalidInput.on(
+                "members", "a rule audience has no members: send either `rule` or `members`"
+            )
+        parse_rule(body.rule)
     now = utcnow()
     audience_id = new_id()
     with db.write() as conn:
@@ -142,15 +230,50 @@ def create(
                 workspace_id=workspace_id,
                 name=body.name,
                 description=body.description,
-                kind=LIST_KIND,
+                kind=LIST_KIND if body.rule is None else RULE_KIND,
+                rule=body.rule,
                 created_at=now,
                 updated_at=now,
             )
         )
         result = _add_within(conn, workspace_id, audience_id, body.members, now)
-        row = load(conn, workspace_id, audience_id)
-    assert row is not None
-    return row, result
+    # Counted after the commit: an estimate does not hold the write lock.
+    return get(db, workspace_id, audience_id), result
+
+
+def update(
+    db: Database, workspace_id: str, audience_id: str, body: AudienceUpdate
+) -> dict[str, Any]:
+    """Renames, describes, or changes the rule of a rule audience; fields not sent stay."""
+    sent = body.model_fields_set
+    for name in ("name", "rule"):
+        if name in sent and getattr(body, name) is None:
+            raise InvalidInput.on(name, "cannot be null")
+    if body.rule is not None:
+        parse_rule(body.rule)
+    values: dict[str, Any] = {}
+    with db.write() as conn:
+        kind = _lock(conn, workspace_id, audience_id)
+        if body.rule is not None:
+            if kind != RULE_KIND:
+                raise Conflict("a list audience has no rule: create a rule audience instead")
+            values["rule"] = body.rule
+        if body.name is not None:
+            taken = _any_audience(
+                conn,
+                audiences.c.workspace_id == workspace_id,
+                audiences.c.name == body.name,
+                audiences.c.id != audience_id,
+            )
+            if taken:
+                raise Conflict(f"an audience named '{body.name}' exists already")
+            values["name"] = body.name
+        if "description" in sent:
+            values["description"] = body.description
+        if values:
+            values["updated_at"] = utcnow()
+            conn.execute(audiences.update().where(audiences.c.id == audience_id).values(**values))
+    return get(db, workspace_id, audience_id)
 
 
 def delete(db: Database, workspace_id: str, audience_id: str) -> None:
@@ -187,16 +310,17 @@ def _targeted_by_active_campaign(conn: sa.Connection, workspace_id: str, audienc
     )
 
 
-def _lock(conn: sa.Connection, workspace_id: str, audience_id: str) -> None:
+def _lock(conn: sa.Connection, workspace_id: str, audience_id: str) -> str:
     """Holds the audience row for the transaction (PostgreSQL; SQLite has one writer), so a
-    concurrent delete cannot remove it under the memberships being written."""
-    found = conn.execute(
-        sa.select(audiences.c.id)
+    concurrent delete cannot remove it under the memberships being written; its kind."""
+    kind = conn.execute(
+        sa.select(audiences.c.kind)
         .where(audiences.c.id == audience_id, audiences.c.workspace_id == workspace_id)
         .with_for_update()
-    ).first()
-    if found is None:
+    ).scalar()
+    if kind is None:
         raise NotFound(NOT_FOUND)
+    return str(kind)
 
 
 def add_members(
@@ -205,7 +329,8 @@ def add_members(
     """Adds the profiles the identities name; members already in the audience stay as they are."""
     now = utcnow()
     with db.write() as conn:
-        _lock(conn, workspace_id, audience_id)
+        if _lock(conn, workspace_id, audience_id) == RULE_KIND:
+            raise Conflict(NO_MEMBERS)
         result = _add_within(conn, workspace_id, audience_id, members, now)
         if result.count:
             _touch(conn, audience_id, now)
@@ -218,7 +343,8 @@ def remove_members(
     """Removes the profiles the identities name; non-members are no error."""
     now = utcnow()
     with db.write() as conn:
-        _lock(conn, workspace_id, audience_id)
+        if _lock(conn, workspace_id, audience_id) == RULE_KIND:
+            raise Conflict(NO_MEMBERS)
         profile_ids, rejected = _resolve(conn, workspace_id, members)
         removed = 0
         for chunk in _chunks(profile_ids):
