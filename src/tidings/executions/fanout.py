@@ -23,8 +23,10 @@ from tidings.delivery.state import MessageState
 from tidings.executions.models import executions, messages
 from tidings.executions.service import ADDRESS_NAMESPACES
 from tidings.executions.state import FANNING, ExecutionStatus, check_execution_move
+from tidings.executions.store import SqlAlchemyStore
 from tidings.ids import new_id
 from tidings.profiles.models import profile_identities
+from tidings.profiles.service import push_tokens_for
 from tidings.vocabulary import Channel
 
 PAGE_SIZE = 1000
@@ -66,6 +68,7 @@ def _next_due(conn: sa.Connection, now: datetime) -> Mapping[str, Any] | None:
             campaigns.c.status.label("campaign_status"),
             campaigns.c.channel,
             campaign_versions.c.audience.label("version_audience"),
+            campaign_versions.c.channel_configuration_id,
         )
         .join(campaigns, campaigns.c.id == executions.c.campaign_id)
         .join(campaign_versions, campaign_versions.c.id == executions.c.version_id)
@@ -89,8 +92,14 @@ def _queue_page(
     if failure is not None:
         _finish(conn, execution, status, ExecutionStatus.FAILED, now, failure=failure)
         return 0
+    # A rule audience is evaluated at the time the execution fired, on every page: `now - 30d`
+    # means the same instant from the first page to the last.
     profile_ids = audiences.member_page(
-        conn, execution["audience_id"], execution["fanout_cursor"], page_size
+        conn,
+        execution["audience_id"],
+        execution["fanout_cursor"],
+        page_size,
+        now=execution["fired_at"] or now,
     )
     rows = _message_rows(conn, execution, profile_ids, now)
     bulk_insert(conn, messages, rows)
@@ -158,6 +167,7 @@ def _message_rows(
         )
     ):
         identities.setdefault(row.profile_id, {})[row.namespace] = row.value
+    tokens = _push_tokens(conn, execution, profile_ids) if channel is Channel.PUSH else {}
     rows = []
     for profile_id in profile_ids:
         known = identities.get(profile_id, {})
@@ -176,7 +186,11 @@ def _message_rows(
                 "recipient_id": recipient[1],
                 "profile_id": profile_id,
                 # No address: the deliverer excludes the message with reason no_address.
-                "address": known.get(address_namespace) if address_namespace else None,
+                "address": (
+                    known.get(address_namespace)
+                    if address_namespace
+                    else next(iter(tokens.get(profile_id, ())), None)
+                ),
                 "context": execution["context"] or {},
                 "profile_data": None,
                 "due_at": now,
@@ -191,3 +205,15 @@ def _message_rows(
             }
         )
     return rows
+
+
+def _push_tokens(
+    conn: sa.Connection, execution: Mapping[str, Any], profile_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """The members' push tokens for the app of the campaign's configuration (any app when it
+    names none), the newest first."""
+    configuration_id = execution["channel_configuration_id"]
+    app_id = None
+    if configuration_id:
+        app_id = SqlAlchemyStore(conn).push_app_ids([configuration_id]).get(configuration_id)
+    return push_tokens_for(conn, execution["workspace_id"], profile_ids, app_id)

@@ -49,7 +49,8 @@ messages = sa.Table(
     sa.Column("recipient_namespace", sa.String(64), nullable=False),
     sa.Column("recipient_id", sa.String(320), nullable=False),
     id_column("profile_id", nullable=True),
-    sa.Column("address", sa.String(320), nullable=True),
+    # An email address, a phone number, or a push token (up to 4 KiB).
+    sa.Column("address", sa.String(4096), nullable=True),
     # The call's context merged for this recipient, and profile data the call sent.
     sa.Column("context", json_type(), nullable=False),
     sa.Column("profile_data", json_type(), nullable=True),

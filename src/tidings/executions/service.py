@@ -253,6 +253,7 @@ def accept_batch(store: TriggerStore, jobs: Sequence[TriggerJob]) -> list[Outcom
             outcomes[index] = exc
             del plans[index]
     addresses = _stored_addresses(store, plans.values(), profile_ids)
+    _address_stored_push_tokens(store, plans.values(), profile_ids)
 
     execution_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
@@ -413,6 +414,7 @@ def _live_campaigns(
             "audience": version["audience"] if version else {},
             "start_at": version["start_at"] if version else None,
             "end_at": version["end_at"] if version else None,
+            "channel_configuration_id": version["channel_configuration_id"] if version else None,
         }
     return live
 
@@ -621,6 +623,39 @@ def _stored_addresses(
     for namespace, ids in wanted.items():
         found.update(store.addresses(ids, namespace))
     return found
+
+
+def _address_stored_push_tokens(
+    store: TriggerStore, plans: Iterable[_Plan], profile_ids: Mapping[_IdentityKey, str]
+) -> None:
+    """Addresses push recipients the call gave no token for to their profile's newest token
+    for the app of the campaign's configuration (of any app when it names none)."""
+    waiting: list[tuple[_Plan, list[_Resolved]]] = []
+    for plan in plans:
+        if plan.channel is Channel.PUSH:
+            untokened = [r for r in _stored(plan) if r.address is None]
+            if untokened:
+                waiting.append((plan, untokened))
+    if not waiting:
+        return
+    configurations = sorted(
+        {cid for plan, _ in waiting if (cid := plan.campaign["channel_configuration_id"])}
+    )
+    app_ids = store.push_app_ids(configurations) if configurations else {}
+    wanted = {
+        profile_ids[(plan.job.workspace_id, r.namespace, r.value)]
+        for plan, untokened in waiting
+        for r in untokened
+    }
+    newest: dict[tuple[str, str | None], str] = {}
+    for profile_id, app_id, token in store.push_tokens(sorted(wanted)):
+        newest.setdefault((profile_id, app_id), token)
+        newest.setdefault((profile_id, None), token)
+    for plan, untokened in waiting:
+        app = app_ids.get(plan.campaign["channel_configuration_id"] or "")
+        for r in untokened:
+            profile_id = profile_ids[(plan.job.workspace_id, r.namespace, r.value)]
+            r.address = newest.get((profile_id, app))
 
 
 def _message_row(

@@ -22,13 +22,14 @@ from sqlalchemy.engine import Dialect
 
 from tidings.audiences.models import audiences
 from tidings.campaigns.models import campaign_versions, campaigns
+from tidings.channels.models import channel_configurations
 from tidings.db.bulk import bulk_insert, sqlite_insert
 from tidings.executions.models import idempotency_keys
-from tidings.profiles.models import profile_identities
+from tidings.profiles.models import profile_identities, profile_push_tokens
 
 # Columns of the reads, in order, for both implementations.
 CAMPAIGN_STATE_COLUMNS = ("id", "workspace_id", "status", "channel", "category", "live_version_id")
-LIVE_VERSION_COLUMNS = ("id", "audience", "start_at", "end_at")
+LIVE_VERSION_COLUMNS = ("id", "audience", "start_at", "end_at", "channel_configuration_id")
 
 
 class TriggerStore(Protocol):
@@ -54,6 +55,12 @@ class TriggerStore(Protocol):
 
     def addresses(self, profile_ids: Sequence[str], namespace: str) -> list[tuple[str, str]]:
         """(profile id, identity value in `namespace`)."""
+
+    def push_app_ids(self, configuration_ids: Sequence[str]) -> dict[str, str | None]:
+        """The app id the push settings of each configuration name (None: any app)."""
+
+    def push_tokens(self, profile_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(profile id, app id, token) of the profiles' push tokens, the newest first."""
 
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None: ...
 
@@ -90,6 +97,16 @@ _PROFILE_IDS = sa.select(profile_identities.c.value, profile_identities.c.profil
 _ADDRESSES = sa.select(profile_identities.c.profile_id, profile_identities.c.value).where(
     profile_identities.c.profile_id.in_(sa.bindparam("ids", expanding=True)),
     profile_identities.c.namespace == sa.bindparam("namespace"),
+)
+_PUSH_SETTINGS = sa.select(channel_configurations.c.id, channel_configurations.c.settings).where(
+    channel_configurations.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+_PUSH_TOKENS = (
+    sa.select(
+        profile_push_tokens.c.profile_id, profile_push_tokens.c.app_id, profile_push_tokens.c.token
+    )
+    .where(profile_push_tokens.c.profile_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(profile_push_tokens.c.last_seen_at.desc(), profile_push_tokens.c.created_at.desc())
 )
 _FORGET_KEYS = idempotency_keys.delete().where(
     idempotency_keys.c.workspace_id == sa.bindparam("workspace_id"),
@@ -143,6 +160,14 @@ class SqlAlchemyStore:
         rows = self.conn.execute(_ADDRESSES, {"ids": list(profile_ids), "namespace": namespace})
         return [(row.profile_id, row.value) for row in rows]
 
+    def push_app_ids(self, configuration_ids: Sequence[str]) -> dict[str, str | None]:
+        rows = self.conn.execute(_PUSH_SETTINGS, {"ids": list(configuration_ids)})
+        return {row.id: row.settings.get("app_id") for row in rows}
+
+    def push_tokens(self, profile_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        rows = self.conn.execute(_PUSH_TOKENS, {"ids": list(profile_ids)})
+        return [(row.profile_id, row.app_id, row.token) for row in rows]
+
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         bulk_insert(self.conn, table, rows)
 
@@ -168,6 +193,7 @@ def _converters(dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
         "audience": result(campaign_versions.c.audience),
         "start_at": result(campaign_versions.c.start_at),
         "end_at": result(campaign_versions.c.end_at),
+        "settings": result(channel_configurations.c.settings),
         "now": bind if bind is not None else (lambda value: value),
     }
 
@@ -217,8 +243,9 @@ class SqliteStore:
                 "audience": convert["audience"](audience),
                 "start_at": convert["start_at"](start_at),
                 "end_at": convert["end_at"](end_at),
+                "channel_configuration_id": configuration_id,
             }
-            for version_id, audience, start_at, end_at in rows
+            for version_id, audience, start_at, end_at, configuration_id in rows
         ]
 
     def existing_audiences(self, ids: Sequence[str]) -> set[tuple[str, str]]:
@@ -244,6 +271,27 @@ class SqliteStore:
             [*profile_ids, namespace],
         )
         return [(profile_id, value) for profile_id, value in rows]
+
+    def push_app_ids(self, configuration_ids: Sequence[str]) -> dict[str, str | None]:
+        rows = self._rows(
+            "SELECT id, settings FROM channel_configurations "
+            f"WHERE id IN ({_marks(len(configuration_ids))})",
+            configuration_ids,
+        )
+        settings_of = self._convert["settings"]
+        return {
+            configuration_id: settings_of(settings).get("app_id")
+            for configuration_id, settings in rows
+        }
+
+    def push_tokens(self, profile_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        rows = self._rows(
+            "SELECT profile_id, app_id, token FROM profile_push_tokens "
+            f"WHERE profile_id IN ({_marks(len(profile_ids))}) "
+            "ORDER BY last_seen_at DESC, created_at DESC",
+            profile_ids,
+        )
+        return [(profile_id, app_id, token) for profile_id, app_id, token in rows]
 
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

@@ -1,4 +1,4 @@
-"""Routes of /v1/profiles/{namespace}/{id}."""
+"""Routes of /v1/profiles: upsert, read, erase, imports, push tokens, merge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from tidings.profiles import imports, service
-from tidings.profiles.schemas import ImportFormat, ImportReportOut, ProfileOut, ProfileUpsert
+from tidings.profiles.schemas import (
+    APP_ID_PATTERN,
+    MAX_PUSH_TOKEN_CHARS,
+    ImportFormat,
+    ImportReportOut,
+    ProfileMerge,
+    ProfileOut,
+    ProfileUpsert,
+    PushTokenIn,
+    PushTokenList,
+    PushTokenOut,
+)
 from tidings.runtime import Runtime
 from tidings.vocabulary import NAMESPACE_PATTERN
 from tidings.web import PROBLEM_RESPONSES, RuntimeDep, require
@@ -26,6 +37,9 @@ IdentityValue = Annotated[str, Path(min_length=1, max_length=320)]
 
 UPSERT_RESPONSES: dict[int | str, dict[str, object]] = {
     201: {"model": ProfileOut, "description": "Created"}
+}
+REGISTER_RESPONSES: dict[int | str, dict[str, object]] = {
+    201: {"model": PushTokenOut, "description": "Registered: new to this profile"}
 }
 
 
@@ -129,5 +143,72 @@ def get_profile(
 def delete_profile(
     namespace: Namespace, identity: IdentityValue, runtime: RuntimeDep, principal: Writer
 ) -> Response:
-    service.delete(runtime.db, principal.workspace_id, namespace, identity)
+    """Erases the person (right to be forgotten): the profile, its identities, push tokens and
+    memberships are deleted, and its messages keep their counts but no personal data."""
+    service.erase(runtime.db, principal.workspace_id, namespace, identity)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/merge", response_model=ProfileOut)
+def merge_profiles(body: ProfileMerge, runtime: RuntimeDep, principal: Writer) -> ProfileOut:
+    """Merges the profile `from` names into the one `into` names; answers the merged profile.
+    Identities, push tokens, memberships and pending messages move; the target's attributes
+    win; per channel, the most recent consent change wins; `from` is deleted."""
+    return ProfileOut.model_validate(
+        service.merge(runtime.db, principal.workspace_id, body.into, body.source)
+    )
+
+
+@router.put(
+    "/{namespace}/{identity}/push-tokens",
+    response_model=PushTokenOut,
+    responses=REGISTER_RESPONSES,
+)
+def register_push_token(
+    namespace: Namespace,
+    identity: IdentityValue,
+    body: PushTokenIn,
+    response: Response,
+    runtime: RuntimeDep,
+    principal: Writer,
+) -> PushTokenOut:
+    """Registers a device's token for an app: `201` when new to the profile (a token another
+    profile had moves here), `200` when it was there (seen again)."""
+    token, created = service.register_push_token(
+        runtime.db, principal.workspace_id, namespace, identity, body
+    )
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return PushTokenOut.model_validate(token)
+
+
+@router.get("/{namespace}/{identity}/push-tokens", response_model=PushTokenList)
+def list_push_tokens(
+    namespace: Namespace, identity: IdentityValue, runtime: RuntimeDep, principal: Reader
+) -> PushTokenList:
+    tokens = service.list_push_tokens(runtime.db, principal.workspace_id, namespace, identity)
+    return PushTokenList(items=[PushTokenOut.model_validate(token) for token in tokens])
+
+
+@router.delete("/{namespace}/{identity}/push-tokens", status_code=status.HTTP_204_NO_CONTENT)
+def remove_push_token(
+    namespace: Namespace,
+    identity: IdentityValue,
+    token: Annotated[str, Query(min_length=1, max_length=MAX_PUSH_TOKEN_CHARS)],
+    runtime: RuntimeDep,
+    principal: Writer,
+    app_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=APP_ID_PATTERN,
+            description="The token's app; every app of the profile when left out",
+        ),
+    ] = None,
+) -> Response:
+    """Unregisters a token (query parameters: tokens may hold any character but control ones,
+    which a path segment would need escaped)."""
+    service.remove_push_token(
+        runtime.db, principal.workspace_id, namespace, identity, token, app_id
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -298,6 +298,9 @@ class JsonLinesRows:
                     for error in exc.errors()
                 )
             ) from None
+        if body.push_tokens:
+            # Tokens come from devices, one at a time, as they register.
+            raise RowProblem("push_tokens: are not imported; register them per profile")
         return _checked(record.line, service.body_identities(body), body)
 
 

@@ -1,4 +1,4 @@
-"""API shapes of profiles: identities, attributes, per-channel consent, time zone, locale."""
+"""API shapes of profiles: identities, attributes, consent, push tokens, merges."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from tidings.vocabulary import NAMESPACE_PATTERN, Channel
 MAX_ATTRIBUTE_BYTES = 100_000
 MAX_ATTRIBUTE_DEPTH = 10
 LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+MAX_PUSH_TOKEN_CHARS = 4096
+# Bundle ids (com.example.app), FCM app ids (1:123:android:abc): no spaces or control
+# characters, as the app id also travels in query strings.
+APP_ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+# A token is opaque; control characters (NUL above all) are refused, as no provider issues
+# them and PostgreSQL cannot store NUL.
+PUSH_TOKEN_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
 class ConsentStatus(StrEnum):
@@ -28,6 +35,45 @@ class Identity(BaseModel):
     id: str = Field(min_length=1, max_length=320)
 
 
+class Platform(StrEnum):
+    IOS = "ios"
+    ANDROID = "android"
+    WEB = "web"
+
+
+class PushTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    app_id: str = Field(
+        min_length=1, max_length=200, pattern=APP_ID_PATTERN, examples=["com.example.app"]
+    )
+    platform: Platform
+    token: str = Field(min_length=1, max_length=MAX_PUSH_TOKEN_CHARS, pattern=PUSH_TOKEN_PATTERN)
+
+
+class PushTokenOut(BaseModel):
+    app_id: str
+    platform: Platform
+    token: str
+    created_at: datetime = Field(description="When the token was registered for this profile")
+    last_seen_at: datetime = Field(description="When it was last registered again")
+
+
+class PushTokenList(BaseModel):
+    items: list[PushTokenOut] = Field(description="The most recently seen first")
+
+
+class ProfileMerge(BaseModel):
+    """POST /v1/profiles/merge: the profile `from` names is merged into the one `into` names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    into: Identity = Field(description="An identity of the profile that remains")
+    source: Identity = Field(
+        alias="from", description="An identity of the profile merged into it, then deleted"
+    )
+
+
 class ProfileUpsert(BaseModel):
     """PUT body: attributes, time zone and locale are replaced; identities and consent merge."""
 
@@ -38,6 +84,11 @@ class ProfileUpsert(BaseModel):
     consent: dict[Channel, ConsentStatus] = Field(default_factory=dict)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Paris"])
     locale: str | None = Field(default=None, pattern=LOCALE_PATTERN, examples=["fr-FR"])
+    push_tokens: list[PushTokenIn] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Registered as with PUT .../push-tokens; never removed by an upsert",
+    )
 
 
 class ConsentOut(BaseModel):

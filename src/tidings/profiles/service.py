@@ -1,7 +1,8 @@
-"""Profiles: upsert by identity, read, delete, and resolution of a recipient for rendering."""
+"""Profiles: upsert by identity, read, push tokens, merge, erasure (right to be forgotten)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -12,21 +13,34 @@ from zoneinfo import available_timezones
 
 import sqlalchemy as sa
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from sqlalchemy.dialects import postgresql, sqlite
 
+from tidings.audiences.models import audience_members
 from tidings.clock import utcnow
 from tidings.db import Database
 from tidings.db.upsert import insert_ignoring_conflicts
+from tidings.delivery.state import MessageState
 from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound
+from tidings.executions.models import messages
 from tidings.ids import new_id
 from tidings.json_data import unstorable
-from tidings.profiles.models import profile_attribute_paths, profile_identities, profiles
+from tidings.profiles.models import (
+    profile_attribute_paths,
+    profile_erasures,
+    profile_identities,
+    profile_merges,
+    profile_push_tokens,
+    profiles,
+)
 from tidings.profiles.schemas import (
     MAX_ATTRIBUTE_BYTES,
     MAX_ATTRIBUTE_DEPTH,
     ConsentStatus,
     Identity,
     ProfileUpsert,
+    PushTokenIn,
 )
+from tidings.rules import counters
 from tidings.vocabulary import E164_PATTERN, EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
 
 MAX_TRACKED_PATHS = 1000
@@ -258,6 +272,7 @@ def _upsert_within(
     ]
     if new_identities:
         conn.execute(profile_identities.insert(), new_identities)
+    save_push_tokens(conn, workspace_id, profile_id, body.push_tokens, now)
     remember_paths(conn, workspace_id, attribute_paths_of(body.attributes), now)
     profile = _load(conn, workspace_id, profile_id)
     assert profile is not None
@@ -424,17 +439,426 @@ def get(db: Database, workspace_id: str, namespace: str, value: str) -> dict[str
     return profile
 
 
-def delete(db: Database, workspace_id: str, namespace: str, value: str) -> None:
-    """Removes the profile, its identities and attributes (right to be forgotten)."""
+def _profile_id_or_404(conn: sa.Connection, workspace_id: str, namespace: str, value: str) -> str:
+    profile_id = find_profile_id(conn, workspace_id, namespace, value)
+    if profile_id is None:
+        raise NotFound(f"no profile with {namespace} identity '{value}'")
+    return profile_id
+
+
+# ---------------------------------------------------------------- push tokens
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def save_push_tokens(
+    conn: sa.Connection,
+    workspace_id: str,
+    profile_id: str,
+    tokens: Iterable[PushTokenIn],
+    now: datetime,
+) -> set[tuple[str, str]]:
+    """Registers tokens for the profile, moving any that another profile had (the device
+    changed hands); returns the (app id, token hash) of those new to this profile."""
+    rows = {
+        (token.app_id, _token_hash(token.token)): {
+            "workspace_id": workspace_id,
+            "app_id": token.app_id,
+            "token_hash": _token_hash(token.token),
+            "profile_id": profile_id,
+            "platform": token.platform.value,
+            "token": token.token,
+            "created_at": now,
+            "last_seen_at": now,
+        }
+        for token in tokens
+    }
+    if not rows:
+        return set()
+    held = {
+        (row.app_id, row.token_hash)
+        for row in conn.execute(
+            sa.select(profile_push_tokens.c.app_id, profile_push_tokens.c.token_hash).where(
+                profile_push_tokens.c.profile_id == profile_id,
+                profile_push_tokens.c.token_hash.in_([key[1] for key in rows]),
+            )
+        )
+    }
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(profile_push_tokens)
+    moved = profile_push_tokens.c.profile_id != insert.excluded.profile_id
+    upsert = insert.on_conflict_do_update(
+        index_elements=["workspace_id", "app_id", "token_hash"],
+        set_={
+            "profile_id": insert.excluded.profile_id,
+            "platform": insert.excluded.platform,
+            "last_seen_at": insert.excluded.last_seen_at,
+            # A token that moves starts a new registration; one seen again keeps its first.
+            "created_at": sa.case(
+                (moved, insert.excluded.created_at), else_=profile_push_tokens.c.created_at
+            ),
+        },
+    )
+    conn.execute(upsert, list(rows.values()))
+    return set(rows) - held
+
+
+def _push_token_view(row: sa.RowMapping) -> dict[str, Any]:
+    return {
+        name: row[name] for name in ("app_id", "platform", "token", "created_at", "last_seen_at")
+    }
+
+
+def register_push_token(
+    db: Database, workspace_id: str, namespace: str, value: str, token: PushTokenIn
+) -> tuple[dict[str, Any], bool]:
+    """The token as registered for the profile, and whether it is new to the profile."""
     value = normalize_identity(namespace, value)
     with db.write() as conn:
-        profile_id = find_profile_id(conn, workspace_id, namespace, value)
-        if profile_id is None:
-            raise NotFound(f"no profile with {namespace} identity '{value}'")
+        profile_id = _profile_id_or_404(conn, workspace_id, namespace, value)
+        created = save_push_tokens(conn, workspace_id, profile_id, [token], utcnow())
+        row = (
+            conn.execute(
+                sa.select(profile_push_tokens).where(
+                    profile_push_tokens.c.workspace_id == workspace_id,
+                    profile_push_tokens.c.app_id == token.app_id,
+                    profile_push_tokens.c.token_hash == _token_hash(token.token),
+                )
+            )
+            .mappings()
+            .one()
+        )
+    return _push_token_view(row), bool(created)
+
+
+def list_push_tokens(
+    db: Database, workspace_id: str, namespace: str, value: str
+) -> list[dict[str, Any]]:
+    """The profile's tokens, the most recently seen first."""
+    value = normalize_identity(namespace, value)
+    with db.read() as conn:
+        profile_id = _profile_id_or_404(conn, workspace_id, namespace, value)
+        rows = conn.execute(
+            sa.select(profile_push_tokens)
+            .where(profile_push_tokens.c.profile_id == profile_id)
+            .order_by(*_NEWEST_FIRST)
+        ).mappings()
+        return [_push_token_view(row) for row in rows]
+
+
+def remove_push_token(
+    db: Database,
+    workspace_id: str,
+    namespace: str,
+    value: str,
+    token: str,
+    app_id: str | None = None,
+) -> None:
+    """Removes the token from the profile: of `app_id`, or of every app when it is None."""
+    value = normalize_identity(namespace, value)
+    with db.write() as conn:
+        profile_id = _profile_id_or_404(conn, workspace_id, namespace, value)
+        query = profile_push_tokens.delete().where(
+            profile_push_tokens.c.profile_id == profile_id,
+            profile_push_tokens.c.token_hash == _token_hash(token),
+        )
+        if app_id is not None:
+            query = query.where(profile_push_tokens.c.app_id == app_id)
+        if conn.execute(query).rowcount == 0:
+            raise NotFound("the profile has no such push token")
+
+
+_NEWEST_FIRST = (profile_push_tokens.c.last_seen_at.desc(), profile_push_tokens.c.created_at.desc())
+
+
+def push_tokens_for(
+    conn: sa.Connection, workspace_id: str, profile_ids: Iterable[str], app_id: str | None
+) -> dict[str, list[str]]:
+    """The push tokens of each profile that has any, for `app_id` (any app when None), the
+    most recently seen first: what delivery addresses push messages to."""
+    ids = sorted(set(profile_ids))
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        query = (
+            sa.select(profile_push_tokens.c.profile_id, profile_push_tokens.c.token)
+            .where(
+                profile_push_tokens.c.workspace_id == workspace_id,
+                profile_push_tokens.c.profile_id.in_(ids[start : start + IN_CHUNK]),
+            )
+            .order_by(*_NEWEST_FIRST)
+        )
+        if app_id is not None:
+            query = query.where(profile_push_tokens.c.app_id == app_id)
+        for row in conn.execute(query):
+            found.setdefault(row.profile_id, []).append(row.token)
+    return found
+
+
+# ---------------------------------------------------------------- merging two profiles
+
+PENDING_STATES = (MessageState.QUEUED.value, MessageState.DEFERRED.value)
+
+
+def merged_attributes(winner: Mapping[str, Any], loser: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: objects on both sides merge key by key; otherwise the winner's value stays,
+    unless it is null, which the loser's value fills."""
+    merged = dict(winner)
+    for key, value in loser.items():
+        current = merged.get(key)
+        if current is None:
+            merged[key] = value
+        elif isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merged_attributes(current, value)
+    return merged
+
+
+def _changed_at(entry: Mapping[str, Any]) -> datetime | None:
+    stamp = entry.get("updated_at")
+    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+
+
+def merged_consent(target: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
+    """Per channel, the entry changed most recently; the target's on a tie, or when neither
+    says when it changed."""
+    merged = dict(target)
+    for channel, entry in source.items():
+        current = merged.get(channel)
+        if current is None:
+            merged[channel] = entry
+            continue
+        theirs, ours = _changed_at(entry), _changed_at(current)
+        if theirs is not None and (ours is None or theirs > ours):
+            merged[channel] = entry
+    return merged
+
+
+def merge(db: Database, workspace_id: str, into: Identity, source: Identity) -> dict[str, Any]:
+    """Merges the profile `source` names into the one `into` names, in one transaction, and
+    returns the merged profile. The source's identities, push tokens, audience memberships
+    and pending messages move over; attributes deep-merge and consent takes the most recent
+    change per channel (see merged_attributes, merged_consent); the source is deleted and
+    the merge recorded."""
+    errors = ErrorCollector()
+    values: dict[str, str] = {}
+    for field, identity in (("into", into), ("from", source)):
+        try:
+            values[field] = normalize_identity(identity.namespace, identity.id, f"{field}.id")
+        except InvalidInput as exc:
+            errors.errors.extend(exc.errors)
+    errors.raise_if_any("the merge is invalid")
+    now = utcnow()
+    with db.write() as conn:
+        into_id = _profile_id_or_404(conn, workspace_id, into.namespace, values["into"])
+        from_id = _profile_id_or_404(conn, workspace_id, source.namespace, values["from"])
+        if into_id == from_id:
+            raise InvalidInput.on("from", "names the same profile as into")
+        rows = load_rows_for_update(conn, workspace_id, [into_id, from_id])
+        if len(rows) < 2:
+            raise Conflict(CONCURRENT_CHANGE)
+        target, merged_away = rows[into_id], rows[from_id]
+        attributes = merged_attributes(target["attributes"], merged_away["attributes"])
+        if len(json.dumps(attributes)) > MAX_ATTRIBUTE_BYTES:
+            raise InvalidInput.on(
+                "from", f"the merged attributes would be larger than {MAX_ATTRIBUTE_BYTES} bytes"
+            )
+        _move_to(conn, workspace_id, from_id, into_id)
+        conn.execute(
+            profiles.update()
+            .where(profiles.c.id == into_id)
+            .values(
+                attributes=attributes,
+                consent=merged_consent(target["consent"], merged_away["consent"]),
+                timezone=target["timezone"] or merged_away["timezone"],
+                locale=target["locale"] or merged_away["locale"],
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            profile_merges.insert().values(
+                workspace_id=workspace_id,
+                from_profile_id=from_id,
+                into_profile_id=into_id,
+                merged_at=now,
+            )
+        )
+        conn.execute(profiles.delete().where(profiles.c.id == from_id))
+        profile = _load(conn, workspace_id, into_id)
+    assert profile is not None
+    return profile
+
+
+def _move_to(conn: sa.Connection, workspace_id: str, from_id: str, into_id: str) -> None:
+    """Points what belongs to the person at the profile that remains. Identity values are
+    unique in a workspace, so every identity of the source moves and none is lost; push tokens
+    likewise. Memberships the target already has stay as they are."""
+    conn.execute(
+        profile_identities.update()
+        .where(profile_identities.c.profile_id == from_id)
+        .values(profile_id=into_id)
+    )
+    conn.execute(
+        profile_push_tokens.update()
+        .where(profile_push_tokens.c.profile_id == from_id)
+        .values(profile_id=into_id)
+    )
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(
+        dialect.insert(audience_members)
+        .from_select(
+            ["audience_id", "profile_id", "added_at"],
+            sa.select(
+                audience_members.c.audience_id,
+                sa.literal(into_id, profile_identities.c.profile_id.type),
+                audience_members.c.added_at,
+            ).where(audience_members.c.profile_id == from_id),
+        )
+        .on_conflict_do_nothing()
+    )
+    conn.execute(audience_members.delete().where(audience_members.c.profile_id == from_id))
+    counters.move_counts(conn, workspace_id, from_id, into_id)
+    # Messages not yet sent render with the merged profile; the history keeps the source's
+    # id (an erasure follows profile_merges to it).
+    conn.execute(
+        messages.update()
+        .where(
+            messages.c.state.in_(PENDING_STATES),
+            messages.c.workspace_id == workspace_id,
+            messages.c.profile_id == from_id,
+        )
+        .values(profile_id=into_id)
+    )
+
+
+# ---------------------------------------------------------------- erasure
+
+ERASED_RECIPIENT = "erased"
+ERASED_REASON = "profile_erased"
+
+
+def _merged_into(conn: sa.Connection, workspace_id: str, profile_id: str) -> set[str]:
+    """The profile and every profile merged into it, directly or through others."""
+    found = {profile_id}
+    frontier = [profile_id]
+    while frontier:
+        merged = conn.execute(
+            sa.select(profile_merges.c.from_profile_id).where(
+                profile_merges.c.workspace_id == workspace_id,
+                profile_merges.c.into_profile_id.in_(frontier),
+            )
+        ).scalars()
+        frontier = [merged_id for merged_id in merged if merged_id not in found]
+        found.update(frontier)
+    return found
+
+
+def erase(db: Database, workspace_id: str, namespace: str, value: str) -> str:
+    """Erases the person a profile is (right to be forgotten) and returns the id of the
+    anonymous erasure record.
+
+    Deleted: the profile, its identities, push tokens, audience memberships and merge records.
+    In the messages of the profile (and of profiles merged into it, and those sent to one of
+    its identities without a profile): address, context, profile data and last error are
+    cleared, the recipient becomes "erased"; state, reason, channel, campaign, execution and
+    times stay, so counts still add up. Pending messages are cancelled (`profile_erased`).
+    The suppression list is kept: it protects the address from being mailed again.
+    """
+    value = normalize_identity(namespace, value)
+    now = utcnow()
+    with db.write() as conn:
+        profile_id = _profile_id_or_404(conn, workspace_id, namespace, value)
+        # Locked: a merge or an upsert of the profile waits for the erasure, then finds no row.
+        if not load_rows_for_update(conn, workspace_id, [profile_id]):
+            raise Conflict(CONCURRENT_CHANGE)
+        profile_ids = sorted(_merged_into(conn, workspace_id, profile_id))
+        identities = _identities_of(conn, profile_id)
+        message_count = _erase_messages(conn, workspace_id, profile_ids, identities, now)
+        counters.forget_recipients(
+            conn,
+            workspace_id,
+            [*profile_ids, *(value for values in identities.values() for value in values)],
+        )
+        conn.execute(
+            profile_merges.delete().where(
+                profile_merges.c.workspace_id == workspace_id,
+                profile_merges.c.into_profile_id.in_(profile_ids),
+            )
+        )
+        conn.execute(audience_members.delete().where(audience_members.c.profile_id == profile_id))
+        conn.execute(
+            profile_push_tokens.delete().where(profile_push_tokens.c.profile_id == profile_id)
+        )
         conn.execute(
             profile_identities.delete().where(profile_identities.c.profile_id == profile_id)
         )
         conn.execute(profiles.delete().where(profiles.c.id == profile_id))
+        erasure_id = new_id()
+        conn.execute(
+            profile_erasures.insert().values(
+                id=erasure_id, workspace_id=workspace_id, erased_at=now, message_count=message_count
+            )
+        )
+    return erasure_id
+
+
+# What an erased message keeps of its recipient: nothing. The placeholder is the same for
+# every message, so nothing links the messages of one person either.
+_ERASED_MESSAGE: Mapping[str, Any] = {
+    "recipient_id": ERASED_RECIPIENT,
+    "profile_id": None,
+    "address": None,
+    "context": {},
+    "profile_data": None,
+    "last_error": None,
+}
+
+
+def _identities_of(conn: sa.Connection, profile_id: str) -> dict[str, list[str]]:
+    """The profile's identity values by namespace."""
+    found: dict[str, list[str]] = {}
+    for row in conn.execute(
+        sa.select(profile_identities.c.namespace, profile_identities.c.value).where(
+            profile_identities.c.profile_id == profile_id
+        )
+    ):
+        found.setdefault(row.namespace, []).append(row.value)
+    return found
+
+
+def _erase_messages(
+    conn: sa.Connection,
+    workspace_id: str,
+    profile_ids: Iterable[str],
+    identities: Mapping[str, list[str]],
+    now: datetime,
+) -> int:
+    """Erases the messages of the profiles, and those sent without a profile (external
+    recipients) to one of the identities; returns how many. messages.profile_id has no index
+    (it would slow every trigger), so they are found with one scan, then changed by id."""
+    external = [
+        sa.and_(messages.c.recipient_namespace == namespace, messages.c.recipient_id.in_(values))
+        for namespace, values in identities.items()
+    ]
+    found = conn.execute(
+        sa.select(messages.c.id).where(
+            messages.c.workspace_id == workspace_id,
+            sa.or_(
+                messages.c.profile_id.in_(list(profile_ids)),
+                sa.and_(messages.c.profile_id.is_(None), sa.or_(sa.false(), *external)),
+            ),
+        )
+    ).scalars()
+    ids = list(found)
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = messages.c.id.in_(ids[start : start + IN_CHUNK])
+        conn.execute(
+            messages.update()
+            .where(chunk, messages.c.state.in_(PENDING_STATES))
+            .values(state=MessageState.CANCELLED.value, reason=ERASED_REASON, updated_at=now)
+        )
+        conn.execute(messages.update().where(chunk).values(**_ERASED_MESSAGE))
+    return len(ids)
 
 
 def get_attributes(conn: sa.Connection, profile_id: str) -> dict[str, Any]:
