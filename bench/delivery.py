@@ -125,8 +125,12 @@ def _trigger_and_close(
     return started, time.time()
 
 
-def _delivery_alone(
-    server: live.Server, campaign_id: str, messages: int, acceptance: float
+def delivery_alone(
+    server: live.Server,
+    campaign_id: str,
+    messages: int,
+    acceptance: float,
+    prefix: str = "alone",
 ) -> tuple[float, float]:
     """(messages/s, seconds of acceptance): `messages` accepted with an `execute_at` that falls
     after they are all in, so the worker then delivers a full queue with no HTTP load beside it.
@@ -136,7 +140,7 @@ def _delivery_alone(
     """
     margin = messages / acceptance * 1.5 + 2.0
     due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin)
-    bodies = live.Bodies(campaign_id, "alone", due.isoformat())
+    bodies = live.Bodies(campaign_id, prefix, due.isoformat())
     before = _sent_count(server)
     started, accepted = _trigger_and_close(server, bodies, messages)
     if accepted >= due.timestamp():
@@ -144,8 +148,9 @@ def _delivery_alone(
     _wait_until_sent(server, before + messages)
     with contextlib.closing(server.database()) as database:
         rows = database.execute(
-            "SELECT sent_at, count(*) FROM messages WHERE recipient_id LIKE 'alone%' "
-            "GROUP BY sent_at ORDER BY sent_at"
+            "SELECT sent_at, count(*) FROM messages WHERE recipient_id LIKE ? "
+            "GROUP BY sent_at ORDER BY sent_at",
+            (f"{prefix}%",),
         ).fetchall()
     stamps = [dt.datetime.fromisoformat(stamp).timestamp() for stamp, _ in rows]
     rate = (messages - rows[0][1]) / (stamps[-1] - stamps[0])
@@ -259,7 +264,7 @@ def run(plan: Plan) -> list[Result]:
                     _throughput_round(server, sink_port, bodies, messages, index * messages)
                     for index in range(rounds)
                 ]
-                alone, _ = _delivery_alone(
+                alone, _ = delivery_alone(
                     server,
                     campaign,
                     messages,

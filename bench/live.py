@@ -226,9 +226,11 @@ def _expect(response: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def live_campaign(server: Server, smtp_url: str | None = None) -> str:
-    """A live transactional email campaign with the 3.7 KB fixture email that creates the
-    profiles of unknown recipients; returns its id."""
+def live_campaign(
+    server: Server, smtp_url: str | None = None, category: str = "transactional"
+) -> str:
+    """A live email campaign (transactional unless told) with the 3.7 KB fixture email that
+    creates the profiles of unknown recipients; returns its id."""
     email: dict[str, Any] = {"from_address": "shop@example.com", "from_name": "Example Shop"}
     if smtp_url is not None:
         email["smtp_url"] = smtp_url
@@ -237,9 +239,9 @@ def live_campaign(server: Server, smtp_url: str | None = None) -> str:
             client.post(
                 "/v1/channel-configurations",
                 json={
-                    "name": f"Orders {smtp_url or 'default relay'}",
+                    "name": f"Orders {smtp_url or 'default relay'} {category}",
                     "channel": "email",
-                    "category": "transactional",
+                    "category": category,
                     "email": email,
                 },
             ),
@@ -250,7 +252,7 @@ def live_campaign(server: Server, smtp_url: str | None = None) -> str:
                 "/v1/campaigns",
                 json={
                     "name": "Order shipped",
-                    "category": "transactional",
+                    "category": category,
                     "channel": "email",
                     "channel_configuration_id": configuration["id"],
                     "content": fixtures.CONTENT,

@@ -425,3 +425,40 @@ def test_concurrent_workers_never_pass_a_cap(
                 for _ in range(count)
             )
             assert max(per_period.values(), default=0) <= cap["limit"]
+
+
+def test_counts_follow_a_merge_and_go_with_an_erasure(tenant: Tenant):
+    rule_set(tenant, default=True, frequency_caps=[{"limit": 1, "period": "day"}])
+    for address in ("ada@example.com", "ada.work@example.com"):
+        set_consent(tenant, address, "in")
+    campaign = marketing(tenant)
+    deliverer = deliverer_for(tenant.runtime, RecordingAdapter())
+    first = trigger(tenant, campaign, recipient("ada.work@example.com"))
+    drain(deliverer)
+    assert outcomes(tenant, first)["ada.work@example.com"] == ("sent", None)
+    merged = tenant.client.post(
+        "/v1/profiles/merge",
+        json={
+            "into": {"namespace": "email", "id": "ada@example.com"},
+            "from": {"namespace": "email", "id": "ada.work@example.com"},
+        },
+    )
+    assert merged.status_code == 200, merged.text
+    # The same person: the message sent to the merged profile counts towards the cap.
+    second = trigger(tenant, campaign, recipient("ada@example.com"))
+    drain(deliverer)
+    assert outcomes(tenant, second)["ada@example.com"] == ("excluded", "frequency_capped")
+
+    def counter_rows() -> list[str]:
+        with tenant.runtime.db.read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(frequency_counters.c.recipient).where(
+                        frequency_counters.c.workspace_id == tenant.workspace_id
+                    )
+                ).scalars()
+            )
+
+    assert counter_rows() == [merged.json()["id"]]
+    assert tenant.client.delete("/v1/profiles/email/ada@example.com").status_code == 204
+    assert counter_rows() == []

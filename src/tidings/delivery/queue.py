@@ -29,9 +29,13 @@ from tidings.vocabulary import Category, Channel
 from tidings.workspaces.models import workspaces
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClaimedMessage:
-    """Everything a worker needs to render and send one message, read in the claim."""
+    """Everything a worker needs to render and send one message, read in the claim.
+
+    Not frozen: the claim's rules fill `verdict` and `counted` in place (dataclasses.replace
+    of a message cost ~30 µs, a tenth of the rest of its delivery).
+    """
 
     id: str
     workspace_id: str

@@ -9,14 +9,15 @@ both (a transactional email configuration may let spam-complaint suppressions th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tidings.delivery.state import ExclusionReason
 from tidings.rules.counters import CounterKey, Counters
-from tidings.rules.policy import WorkspaceRules, period_bounds, quiet_verdict
+from tidings.rules.policy import Moment, WorkspaceRules, quiet_verdict
 from tidings.suppressions.service import blocks
 from tidings.vocabulary import E164_PATTERN, Category, Channel
 
@@ -68,7 +69,7 @@ def _allows_complaints(message: ClaimedMessage) -> bool:
 
 
 def verdict_before_caps(
-    message: ClaimedMessage, rules: WorkspaceRules | None, now: datetime, unset_default: str
+    message: ClaimedMessage, rules: WorkspaceRules | None, moment: Moment, unset_default: str
 ) -> Verdict | None:
     """Every rule but the caps, which need counters; no I/O."""
     address = message.address
@@ -94,8 +95,8 @@ def verdict_before_caps(
         message.channel.value,
         message.timezone,
         rules.timezone,
-        now,
-        message.created_at or now,
+        moment,
+        message.created_at or moment.now,
     )
     if held is None:
         return None
@@ -118,41 +119,63 @@ def enforce(
 ) -> list[ClaimedMessage]:
     """The claimed messages, each with its verdict, or with the counters it moved when it may
     be sent (given back by the record when it is not sent after all)."""
-    decided = list(claimed)
-    to_count: list[tuple[int, ClaimedMessage, WorkspaceRules]] = []
-    for index, message in enumerate(claimed):
+    moment = Moment(now)
+    to_count: list[tuple[ClaimedMessage, WorkspaceRules, list[CounterKey]]] = []
+    for message in claimed:
         workspace_rules = rules.get(message.workspace_id)
-        verdict = verdict_before_caps(message, workspace_rules, now, unset_default)
+        verdict = verdict_before_caps(message, workspace_rules, moment, unset_default)
+        message.verdict, message.counted = verdict, ()
         if verdict is not None:
-            decided[index] = replace(message, verdict=verdict)
-        elif (
+            continue
+        if (
             workspace_rules is not None
             and message.category is Category.MARKETING
             and workspace_rules.counters.get(message.channel.value)
         ):
-            to_count.append((index, message, workspace_rules))
-    # In recipient order, and each message's counters in key order (CounterKey's order): the
-    # same order in every worker, so the row locks of concurrent claims never deadlock.
-    to_count.sort(key=lambda item: _recipient(item[1]))
-    for index, message, workspace_rules in to_count:
-        decided[index] = _count(message, workspace_rules, counters, now)
-    return decided
+            to_count.append((message, workspace_rules, _keys(message, workspace_rules, moment)))
+    if to_count:
+        # In recipient order, and each message's counters in key order (CounterKey's order):
+        # the same order in every worker, so the row locks of concurrent claims never
+        # deadlock.
+        to_count.sort(key=lambda item: _recipient(item[0]))
+        counters.prefetch([key for _, _, keys in to_count for key in keys])
+        for message, workspace_rules, keys in to_count:
+            _count(
+                message, workspace_rules.for_campaign(message.rule_set_ids).limits, keys, counters
+            )
+        counters.flush()
+    return list(claimed)
+
+
+# The longest recipient a counter keeps as is; a longer address (a push token) is hashed.
+_MAX_RECIPIENT = 320
 
 
 def _recipient(message: ClaimedMessage) -> str:
-    return message.profile_id or message.address or ""
+    recipient = message.profile_id or message.address or ""
+    if len(recipient) > _MAX_RECIPIENT:
+        return "sha256:" + hashlib.sha256(recipient.encode()).hexdigest()
+    return recipient
 
 
-def _count(
-    message: ClaimedMessage, rules: WorkspaceRules, counters: Counters, now: datetime
-) -> ClaimedMessage:
-    limits = rules.for_campaign(message.rule_set_ids).limits
+def _keys(message: ClaimedMessage, rules: WorkspaceRules, moment: Moment) -> list[CounterKey]:
     recipient = _recipient(message)
     keys = []
     for counter in rules.counters[message.channel.value]:
-        start, end = period_bounds(counter.period, counter.every, now)
+        start, end = moment.period(counter.period, counter.every)
         keys.append(CounterKey(recipient, counter.key, start, message.workspace_id, end))
     keys.sort()
+    return keys
+
+
+def _count(
+    message: ClaimedMessage,
+    limits: Mapping[str, int],
+    keys: Sequence[CounterKey],
+    counters: Counters,
+) -> None:
+    """Counts the message on each of its counters, or on none when one of them is at its
+    cap: then it is excluded."""
     taken: list[CounterKey] = []
     for key in keys:
         count = counters.add(key)
@@ -161,11 +184,8 @@ def _count(
         if limit is not None and count > limit:
             for counted in taken:
                 counters.remove(counted)
-            return replace(
-                message,
-                verdict=Exclusion(
-                    ExclusionReason.FREQUENCY_CAPPED.value,
-                    f"at most {limit} per {key.cap_key}",
-                ),
+            message.verdict = Exclusion(
+                ExclusionReason.FREQUENCY_CAPPED.value, f"at most {limit} per {key.cap_key}"
             )
-    return replace(message, counted=tuple(taken))
+            return
+    message.counted = tuple(taken)

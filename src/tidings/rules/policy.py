@@ -216,15 +216,38 @@ class QuietVerdict:
     expired: bool
 
 
+class Moment:
+    """One claim's `now`, with what follows from it for everyone: the calendar periods, and
+    when each quiet period in force in a zone ends. A batch's messages share them, so each is
+    worked out once per claim, not once per message."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._bounds: dict[tuple[Period, int], tuple[datetime, datetime]] = {}
+        self._quiet: dict[tuple[int, str], datetime | None] = {}
+
+    def period(self, period: Period, every: int) -> tuple[datetime, datetime]:
+        bounds = self._bounds.get((period, every))
+        if bounds is None:
+            bounds = self._bounds[(period, every)] = period_bounds(period, every, self.now)
+        return bounds
+
+    def quiet_until(self, quiet: QuietHours, zone: ZoneInfo) -> datetime | None:
+        slot = (id(quiet), zone.key)
+        if slot not in self._quiet:
+            self._quiet[slot] = quiet_until(quiet, zone, self.now)
+        return self._quiet[slot]
+
+
 def quiet_verdict(
     quiet_hours: Sequence[QuietHours],
     channel: str,
     recipient_zone: str | None,
     workspace_zone: ZoneInfo | None,
-    now: datetime,
+    moment: Moment,
     accepted_at: datetime,
 ) -> QuietVerdict | None:
-    """Whether the quiet hours of any applicable rule set hold a message now.
+    """Whether the quiet hours of any applicable rule set hold a message at `moment`.
 
     `recipient` quiet hours use the profile's zone, else the workspace's, else UTC: a profile
     without a zone is never let through unchecked.
@@ -237,7 +260,7 @@ def quiet_verdict(
             zone = zone_named(recipient_zone) or workspace_zone or _UTC_ZONE
         else:
             zone = zone_named(quiet.timezone) or _UTC_ZONE
-        until = quiet_until(quiet, zone, now)
+        until = moment.quiet_until(quiet, zone)
         if until is None:
             continue
         discard = quiet.action is QuietAction.DISCARD
