@@ -95,15 +95,20 @@ def _throughput_round(
     server: live.Server, sink_port: int, bodies: live.Bodies, messages: int, done: int
 ) -> _Round:
     ceiling = messages / live.smtp_source(sink_port, messages, SOURCE_SIZE, SOURCE_SESSIONS)
+    end_to_end, acceptance, drain = end_to_end_round(server, bodies, messages, done)
+    return _Round(ceiling=ceiling, end_to_end=end_to_end, acceptance=acceptance, drain=drain)
+
+
+def end_to_end_round(
+    server: live.Server, bodies: live.Bodies, messages: int, done: int
+) -> tuple[float, float, float]:
+    """Triggers `messages` new recipients while the worker delivers them: (messages/s from the
+    first call to the last message's sent_at, recipients/s accepted, seconds of drain after the
+    last 202). `done`: messages the server had sent before."""
     started, accepted = _trigger_and_close(server, bodies, messages)
     _wait_until_sent(server, done + messages)
     finished = _last_sent_at(server)
-    return _Round(
-        ceiling=ceiling,
-        end_to_end=messages / (finished - started),
-        acceptance=messages / (accepted - started),
-        drain=finished - accepted,
-    )
+    return messages / (finished - started), messages / (accepted - started), finished - accepted
 
 
 def _trigger_and_close(
@@ -141,7 +146,7 @@ def delivery_alone(
     margin = messages / acceptance * 1.5 + 2.0
     due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin)
     bodies = live.Bodies(campaign_id, prefix, due.isoformat())
-    before = _sent_count(server)
+    before = sent_count(server)
     started, accepted = _trigger_and_close(server, bodies, messages)
     if accepted >= due.timestamp():
         raise AssertionError("the messages were not all accepted before they fell due")
@@ -157,7 +162,7 @@ def delivery_alone(
     return rate, accepted - started
 
 
-def _sent_count(server: live.Server) -> int:
+def sent_count(server: live.Server) -> int:
     with contextlib.closing(server.database()) as database:
         return live.count_states(database).get("sent", 0)
 

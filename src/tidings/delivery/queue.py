@@ -17,7 +17,7 @@ from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, MessageState
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
 from tidings.rules import enforcement
-from tidings.rules.counters import CounterKey, SqlCounters
+from tidings.rules.counters import CounterKey, counters_for
 from tidings.rules.enforcement import Verdict
 from tidings.rules.models import rule_sets
 from tidings.rules.policy import WorkspaceRules, workspace_rules
@@ -150,7 +150,7 @@ def claim(
         )
         claimed, zones = _load_claimed(conn, ids)
         rules = _load_rules(conn, zones)
-        return enforcement.enforce(claimed, rules, SqlCounters(conn), now, unset_consent)
+        return enforcement.enforce(claimed, rules, counters_for(conn), now, unset_consent)
 
 
 def _load_rules(conn: sa.Connection, zones: Mapping[str, str | None]) -> dict[str, WorkspaceRules]:
@@ -424,7 +424,7 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
         ),
     ]
     with db.write() as conn:
-        counters = SqlCounters(conn)
+        counters = counters_for(conn)
         for key in sorted(outcomes.uncounted):
             counters.remove(key)
         for values, rows in updates:
