@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import api, delivery, rendering, rules, triggers
+from bench import api, audience, delivery, rendering, rules, triggers
 from bench.harness import Plan, Result, table, write_results
 
 BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
     triggers.NAME: triggers.run,
     delivery.NAME: delivery.run,
     rules.NAME: rules.run,
+    audience.NAME: audience.run,
 }
 
 

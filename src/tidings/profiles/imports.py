@@ -492,6 +492,9 @@ class CsvRows:
             consent=consent,
             timezone=values.get("timezone"),
             locale=values.get("locale"),
+            # Every field given: for a missing one, pydantic 2.14's model_construct inspects
+            # its default_factory's signature on each call (~200 us a row, most of an import).
+            push_tokens=[],
         )
         # Attributes of text cells under a valid header: no NUL (refused above), nested no
         # deeper than the header allows; and small enough as JSON when the row and header
