@@ -5,6 +5,7 @@ workers (property-based)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -30,11 +31,12 @@ from tests.integration.test_executions import live_campaign, recipient
 from tests.unit.test_business_rules import message as model_message
 from tidings.delivery import queue
 from tidings.executions.models import messages
-from tidings.rules.counters import MemoryCounters
+from tidings.rules.counters import MemoryCounters, counters_for
 from tidings.rules.enforcement import enforce
 from tidings.rules.models import frequency_counters
 from tidings.rules.policy import period_bounds, workspace_rules
 from tidings.rules.schemas import Period
+from tidings.vocabulary import Channel
 
 pytestmark = pytest.mark.integration
 
@@ -462,3 +464,82 @@ def test_counts_follow_a_merge_and_go_with_an_erasure(tenant: Tenant):
     assert counter_rows() == [merged.json()["id"]]
     assert tenant.client.delete("/v1/profiles/email/ada@example.com").status_code == 204
     assert counter_rows() == []
+
+
+def test_claims_counting_one_profile_on_two_channels_in_opposite_orders_do_not_deadlock(
+    tenant: Tenant,
+):
+    """Two claims hold the same profile's email and SMS messages in opposite orders, each
+    pausing between counts: counters are taken in one global order, so neither waits on the
+    other in a cycle (on PostgreSQL this deadlocked when each message took its own)."""
+    caps = [
+        {"channels": ["email"], "limit": 5, "period": "day"},
+        {"channels": ["sms"], "limit": 5, "period": "day"},
+    ]
+    workspace = tenant.workspace_id
+    rules = {
+        workspace: workspace_rules(
+            None,
+            [
+                {
+                    "id": "r",
+                    "workspace_id": workspace,
+                    "is_default": True,
+                    "frequency_caps": caps,
+                    "quiet_hours": None,
+                }
+            ],
+        )
+    }
+    now = ORIGIN + timedelta(days=1)
+    email = {"channel": Channel.EMAIL, "address": "a@example.com"}
+    sms = {"channel": Channel.SMS, "address": "+33612345678"}
+
+    def batch(*kinds: dict[str, Any]) -> list[Any]:
+        return [
+            model_message(n, workspace_id=workspace, profile_id="p1", **kind)
+            for n, kind in enumerate(kinds)
+        ]
+
+    class Slow:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def add(self, key: Any) -> int:
+            count: int = self.inner.add(key)
+            time.sleep(0.3)
+            return count
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def work(messages: list[Any]) -> None:
+        start.wait()
+        try:
+            with tenant.runtime.db.write() as conn:
+                enforce(messages, rules, Slow(counters_for(conn)), now, "allow")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(batch(email, sms),)),
+        threading.Thread(target=work, args=(batch(sms, email),)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with tenant.runtime.db.read() as conn:
+        counted = dict(
+            conn.execute(
+                sa.select(frequency_counters.c.cap_key, frequency_counters.c.sent).where(
+                    frequency_counters.c.workspace_id == workspace,
+                    frequency_counters.c.recipient == "p1",
+                )
+            ).all()
+        )
+    assert counted == {"email/1day": 2, "sms/1day": 2}

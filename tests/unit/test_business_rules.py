@@ -103,6 +103,32 @@ def test_back_to_back_quiet_periods_end_at_the_last_one() -> None:
     assert until == datetime(2026, 12, 26, 7, tzinfo=PARIS)
 
 
+def test_quiet_hours_in_the_hour_the_autumn_change_repeats() -> None:
+    # Paris goes back from 03:00 CEST to 02:00 CET on 2026-10-25: 02:15 happens twice. A window
+    # to 02:30 ends at the second 02:30, never before the instant it holds.
+    quiet = QuietHours.model_validate({"windows": [{"start": "00:00", "end": "02:30"}]})
+    second_pass = utc(2026, 10, 25, 1, 15)  # 02:15 CET
+    until = quiet_until(quiet, PARIS, second_pass)
+    assert until == utc(2026, 10, 25, 1, 30)
+    first_pass = utc(2026, 10, 25, 0, 15)  # 02:15 CEST
+    assert quiet_until(quiet, PARIS, first_pass) == utc(2026, 10, 25, 1, 30)
+    assert quiet_until(quiet, PARIS, utc(2026, 10, 25, 1, 30)) is None
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2028, 1, 1), timezones=st.just(UTC)
+    ),
+    st.sampled_from(["Europe/Paris", "America/New_York", "Australia/Lord_Howe", "UTC"]),
+    st.times(),
+    st.times(),
+)
+def test_quiet_hours_always_end_after_now(now: datetime, zone: str, start: Any, end: Any) -> None:
+    quiet = QuietHours.model_validate({"windows": [{"start": start, "end": end}]})
+    until = quiet_until(quiet, ZoneInfo(zone), now)
+    assert until is None or until > now
+
+
 def test_quiet_hours_across_a_daylight_saving_change() -> None:
     # Paris moves to summer time on 2026-03-29 at 02:00: the night is an hour shorter.
     quiet = QuietHours.model_validate({"windows": [{"start": "22:00", "end": "06:00"}]})
@@ -154,7 +180,6 @@ def message(number: int, **changes: Any) -> ClaimedMessage:
         profile={},
         attempts=1,
         profile_id="p1",
-        created_at=NOW,
     )
     return replace(base, **changes)
 
@@ -269,10 +294,15 @@ def test_quiet_hours_discard_and_give_up_after_seven_days() -> None:
     discard = rules_of({"quiet_hours": {**QUIET, "timezone": "UTC", "action": "discard"}})
     assert verdicts([message(1)], discard) == [Exclusion("quiet_hours_discard")]
     queue = rules_of({"quiet_hours": {**QUIET, "timezone": "UTC"}})
-    old = message(2, created_at=NOW - timedelta(days=7))
-    (verdict,) = verdicts([old], queue)
+    # A fortnight of holidays: eight days would still be held from now, past the give-up.
+    fortnight = [(NOW + timedelta(days=n)).date().isoformat() for n in range(14)]
+    holidays = rules_of({"quiet_hours": {"timezone": "UTC", "dates": fortnight}})
+    (verdict,) = verdicts([message(2)], holidays)
     assert isinstance(verdict, Exclusion)
     assert verdict.reason == "quiet_hours_expired"
+    # Six days from the end: held, however long ago it was accepted.
+    (verdict,) = verdicts([message(2)], holidays, now=NOW + timedelta(days=8))
+    assert verdict == Hold(utc(2026, 12, 7))
     assert verdicts([message(3, category=Category.TRANSACTIONAL)], queue) == [None]
     assert verdicts(
         [message(4, channel=Channel.SMS, address="+33612345678")],

@@ -60,8 +60,6 @@ class ClaimedMessage:
     profile_id: str | None = None
     # The profile's IANA time zone, for quiet hours.
     timezone: str | None = None
-    # When the message was accepted: quiet hours give up on it 7 days later.
-    created_at: datetime | None = None
     # The campaign's business rule sets (beside the workspace's defaults).
     rule_set_ids: Sequence[str] | None = None
     # What the rules decided in the claim (not sent: excluded or held), None: send it.
@@ -290,7 +288,6 @@ MESSAGE_COLUMNS = (
     "profile_data",
     "attempts",
     "profile_id",
-    "created_at",
 )
 PROFILE_COLUMNS = ("attributes", "consent", "timezone")
 VERSION_COLUMNS = ("id", "name", "content", "rate_per_second", "channel_configuration_id")
@@ -326,7 +323,6 @@ def assemble(
         profile_data,
         attempts,
         profile_id,
-        created_at,
         attributes,
         consent,
         timezone,
@@ -361,7 +357,6 @@ def assemble(
                 else None,
                 profile_id=profile_id,
                 timezone=timezone,
-                created_at=created_at,
                 rule_set_ids=rule_set_ids,
             )
         )
@@ -424,9 +419,6 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
         ),
     ]
     with db.write() as conn:
-        counters = counters_for(conn)
-        for key in sorted(outcomes.uncounted):
-            counters.remove(key)
         for values, rows in updates:
             if rows:
                 conn.execute(
@@ -438,3 +430,9 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
                     .values(**values, lease_until=None, updated_at=now),
                     rows,
                 )
+        # Counters last, in key order: a claim may hold a lock on one of these messages' rows
+        # (SKIP LOCKED's recheck) while it waits for counters, so a record must not hold
+        # counters while it waits for messages.
+        counters = counters_for(conn)
+        for key in sorted(outcomes.uncounted):
+            counters.remove(key)

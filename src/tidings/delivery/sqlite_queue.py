@@ -110,7 +110,6 @@ def _converters(dialect: Dialect) -> dict[str, _Convert]:
         "profile_data": per_message(messages.c.profile_data),
         "attributes": per_message(profiles.c.attributes),
         "consent": per_message(profiles.c.consent),
-        "created_at": result(messages.c.created_at),
         "rule_set_ids": result(campaigns.c.rule_set_ids),
         "frequency_caps": result(rule_sets.c.frequency_caps),
         "quiet_hours": result(rule_sets.c.quiet_hours),
@@ -208,7 +207,6 @@ def _assemble(
 ) -> tuple[list[ClaimedMessage], dict[str, str | None]]:
     context, profile_data = convert["context"], convert["profile_data"]
     attributes, consent = convert["attributes"], convert["consent"]
-    created_at = convert["created_at"]
     decoded = [
         (
             *row[:6],
@@ -216,10 +214,9 @@ def _assemble(
             profile_data(row[7]),
             row[8],
             row[9],
-            created_at(row[10]),
-            attributes(row[11]),
-            consent(row[12]),
-            row[13],
+            attributes(row[10]),
+            consent(row[11]),
+            row[12],
         )
         for row in rows
     ]
@@ -296,9 +293,9 @@ def record(
             [(time(d), QUIET_HOURS_HELD, *tail, i, _SENDING) for i, d in outcomes.held],
         ),
     ]
-    counters = SqliteCounters(connection, time)
-    for key in sorted(outcomes.uncounted):
-        counters.remove(key)
     for sql, parameters in groups:
         if parameters:
             connection.executemany(sql, parameters)
+    counters = SqliteCounters(connection, time)
+    for key in sorted(outcomes.uncounted):
+        counters.remove(key)

@@ -45,37 +45,79 @@ class Counters(Protocol):
 
 
 class SqlCounters:
-    """Counters on a SQLAlchemy connection: an upsert that returns the new count."""
+    """Counters on a SQLAlchemy connection (PostgreSQL), locked in one pass in key order.
+
+    `prefetch` takes every counter of the batch, in CounterKey order, with an upsert that
+    creates it at 0 or locks it and returns its count; `add` and `remove` then count in memory
+    and `flush` writes the counts back. Taking all the locks in one global order is what keeps
+    concurrent claims from deadlocking: counting message by message took them in message order,
+    and a profile with caps on two channels could lock them in either order.
+    """
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         dialect = conn.dialect.name
         self._insert: Any = (postgresql if dialect == "postgresql" else sqlite_dialect).insert
+        self._counts: dict[CounterKey, int] = {}
+        self._moved: set[CounterKey] = set()
 
     def prefetch(self, keys: Sequence[CounterKey]) -> None:
-        # Each add locks its row as it counts: reading ahead would read without the lock.
-        pass
+        table = frequency_counters
+        for key in sorted(set(keys) - self._counts.keys()):
+            statement = self._insert(table).values(
+                workspace_id=key.workspace_id,
+                recipient=key.recipient,
+                cap_key=key.cap_key,
+                period_start=key.period_start,
+                period_end=key.period_end,
+                sent=0,
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=["workspace_id", "recipient", "cap_key", "period_start"],
+                set_={"sent": table.c.sent},
+            ).returning(table.c.sent)
+            self._counts[key] = int(self.conn.execute(statement).scalar_one())
 
     def flush(self) -> None:
-        pass
+        if not self._moved:
+            return
+        table = frequency_counters
+        param = sa.bindparam
+        self.conn.execute(
+            table.update()
+            .where(
+                table.c.workspace_id == param("w"),
+                table.c.recipient == param("r"),
+                table.c.cap_key == param("k"),
+                table.c.period_start == param("p"),
+            )
+            .values(sent=param("n")),
+            [
+                {
+                    "w": key.workspace_id,
+                    "r": key.recipient,
+                    "k": key.cap_key,
+                    "p": key.period_start,
+                    "n": self._counts[key],
+                }
+                for key in sorted(self._moved)
+            ],
+        )
+        self._moved.clear()
 
     def add(self, key: CounterKey) -> int:
-        table = frequency_counters
-        statement = self._insert(table).values(
-            workspace_id=key.workspace_id,
-            recipient=key.recipient,
-            cap_key=key.cap_key,
-            period_start=key.period_start,
-            period_end=key.period_end,
-            sent=1,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["workspace_id", "recipient", "cap_key", "period_start"],
-            set_={"sent": table.c.sent + 1},
-        ).returning(table.c.sent)
-        return int(self.conn.execute(statement).scalar_one())
+        if key not in self._counts:
+            self.prefetch([key])
+        self._counts[key] += 1
+        self._moved.add(key)
+        return self._counts[key]
 
     def remove(self, key: CounterKey) -> None:
+        if key in self._counts:
+            if self._counts[key] > 0:
+                self._counts[key] -= 1
+                self._moved.add(key)
+            return
         table = frequency_counters
         self.conn.execute(
             table.update()
@@ -258,10 +300,13 @@ def forget_recipients(conn: sa.Connection, workspace_id: str, recipients: Sequen
 
 def move_counts(conn: sa.Connection, workspace_id: str, from_id: str, into_id: str) -> None:
     """Adds a merged profile's counts to the profile it was merged into, so the person's caps
-    go on counting what was already sent to either."""
+    go on counting what was already sent to either. The source's rows are deleted and read in
+    one statement: a claim counting for the source meanwhile waits, then finds no row."""
     table = frequency_counters
     rows = conn.execute(
-        sa.select(table).where(table.c.workspace_id == workspace_id, table.c.recipient == from_id)
+        table.delete()
+        .where(table.c.workspace_id == workspace_id, table.c.recipient == from_id)
+        .returning(*table.c)
     ).mappings()
     insert: Any = (postgresql if conn.dialect.name == "postgresql" else sqlite_dialect).insert
     for row in sorted(rows, key=lambda row: (row["cap_key"], row["period_start"])):
@@ -272,9 +317,6 @@ def move_counts(conn: sa.Connection, workspace_id: str, from_id: str, into_id: s
                 set_={"sent": table.c.sent + statement.excluded.sent},
             )
         )
-    conn.execute(
-        table.delete().where(table.c.workspace_id == workspace_id, table.c.recipient == from_id)
-    )
 
 
 def purge_ended(conn: sa.Connection, now: datetime) -> int:

@@ -96,7 +96,6 @@ def verdict_before_caps(
         message.timezone,
         rules.timezone,
         moment,
-        message.created_at or moment.now,
     )
     if held is None:
         return None
@@ -134,10 +133,9 @@ def enforce(
         ):
             to_count.append((message, workspace_rules, _keys(message, workspace_rules, moment)))
     if to_count:
-        # In recipient order, and each message's counters in key order (CounterKey's order):
-        # the same order in every worker, so the row locks of concurrent claims never
-        # deadlock.
-        to_count.sort(key=lambda item: _recipient(item[0]))
+        # Every counter of the batch is taken at once, in CounterKey order (the same order in
+        # every worker, so concurrent claims never deadlock on their row locks); the messages
+        # then count in memory, in the order they were claimed (by due time).
         counters.prefetch([key for _, _, keys in to_count for key in keys])
         for message, workspace_rules, keys in to_count:
             _count(

@@ -22,7 +22,8 @@ from tidings.vocabulary import Channel
 _EPOCH_DAY = date(1970, 1, 1)
 _EPOCH_MONDAY = date(1970, 1, 5)
 _WEEKDAYS = list(Weekday)
-# A message held by quiet hours longer than this after it was accepted is given up.
+# A message that quiet hours would hold longer than this, from when it falls due inside them
+# (back-to-back quiet periods count as one), is given up.
 QUIET_HOURS_GIVE_UP = timedelta(days=7)
 # Back-to-back quiet periods (a holiday, then the night) are followed this many times at most.
 _MAX_CHAINED_PERIODS = 32
@@ -75,42 +76,51 @@ def zone_named(name: str | None) -> ZoneInfo | None:
         return None
 
 
-def _at(day: date, clock: Any, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, clock, tzinfo=zone)
+def _instant(day: date, clock: Any, zone: ZoneInfo, latest: bool) -> datetime:
+    """The UTC instant of a wall-clock time in a zone. A time the autumn change repeats has
+    two instants: a quiet period starts at the earliest and ends at the latest, so it never
+    ends before it holds. A time the spring change skips is read with the offset before it."""
+    return datetime.combine(day, clock, tzinfo=zone).replace(fold=int(latest)).astimezone(UTC)
 
 
-def _quiet_end(quiet: QuietHours, zone: ZoneInfo, local: datetime) -> datetime | None:
-    """The latest end among the quiet periods `local` falls in, or None."""
+def _quiet_end(quiet: QuietHours, zone: ZoneInfo, now: datetime) -> datetime | None:
+    """The latest end (UTC) among the quiet periods holding the UTC instant `now`, or None.
+
+    Edges are compared as UTC instants: comparing wall-clock times ignores which pass of a
+    repeated hour `now` is in.
+    """
     ends: list[datetime] = []
-    today = local.date()
+    today = now.astimezone(zone).date()
     if today in quiet.dates:
-        ends.append(_at(today + timedelta(days=1), datetime.min.time(), zone))
+        ends.append(_instant(today + timedelta(days=1), datetime.min.time(), zone, False))
     for window in quiet.windows:
         # A window starts on one of its days and may run past midnight: today's and
-        # yesterday's starts can both hold `local`.
+        # yesterday's starts can both hold `now`.
         for offset in (0, -1):
             day = today + timedelta(days=offset)
             if _WEEKDAYS[day.weekday()] not in window.days:
                 continue
-            start = _at(day, window.start, zone)
+            start = _instant(day, window.start, zone, latest=False)
             end_day = day if window.end > window.start else day + timedelta(days=1)
-            end = _at(end_day, window.end, zone)
-            if start <= local < end:
+            end = _instant(end_day, window.end, zone, latest=True)
+            if start <= now < end:
                 ends.append(end)
     return max(ends) if ends else None
 
 
 def quiet_until(quiet: QuietHours, zone: ZoneInfo, now: datetime) -> datetime | None:
-    """When the quiet hours holding `now` end (UTC), or None when `now` is not quiet."""
-    end = _quiet_end(quiet, zone, now.astimezone(zone))
-    if end is None:
+    """When the quiet hours holding `now` end (UTC, always after `now`), or None when `now`
+    is not quiet."""
+    now = now.astimezone(UTC)
+    end = _quiet_end(quiet, zone, now)
+    if end is None or end <= now:
         return None
     for _ in range(_MAX_CHAINED_PERIODS):
-        later = _quiet_end(quiet, zone, end.astimezone(zone))
+        later = _quiet_end(quiet, zone, end)
         if later is None or later <= end:
             break
         end = later
-    return end.astimezone(UTC)
+    return end
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +255,6 @@ def quiet_verdict(
     recipient_zone: str | None,
     workspace_zone: ZoneInfo | None,
     moment: Moment,
-    accepted_at: datetime,
 ) -> QuietVerdict | None:
     """Whether the quiet hours of any applicable rule set hold a message at `moment`.
 
@@ -267,7 +276,7 @@ def quiet_verdict(
         if discard:
             return QuietVerdict(until, True, False)
         if verdict is None or until > verdict.until:
-            verdict = QuietVerdict(until, False, until - accepted_at > QUIET_HOURS_GIVE_UP)
+            verdict = QuietVerdict(until, False, until - moment.now > QUIET_HOURS_GIVE_UP)
     return verdict
 
 
