@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import Tenant, problem_fields
 from tests.integration.test_ajo_api import ajo_headers
 from tests.integration.test_executions import live_campaign, recipient
 from tidings.clock import utcnow
+from tidings.errors import Unavailable
 from tidings.executions import fanout
 from tidings.executions.models import executions, messages
 
@@ -190,6 +192,79 @@ def test_a_campaign_stopped_before_the_execution_fires_fails_it(tenant: Tenant, 
     assert view["status"] == "failed"
     assert "not live" in view["failure"]
     assert message_rows(tenant, execution_id) == []
+
+
+def failing_pages(
+    monkeypatch: pytest.MonkeyPatch, execution_id: str, error: Exception, from_page: int = 1
+) -> None:
+    """Makes every page of the execution from the `from_page`-th (1-based) raise `error`."""
+    original = fanout._message_rows
+    pages = {"seen": 0}
+
+    def message_rows_or_error(
+        conn: Any, execution: Any, profile_ids: Any, now: datetime
+    ) -> list[dict[str, Any]]:
+        if execution["id"] == execution_id:
+            pages["seen"] += 1
+            if pages["seen"] >= from_page:
+                raise error
+        return original(conn, execution, profile_ids, now)
+
+    monkeypatch.setattr(fanout, "_message_rows", message_rows_or_error)
+
+
+def test_a_page_failing_on_its_own_error_fails_its_execution_and_no_other(
+    tenant: Tenant, other_tenant: Tenant, members: str, monkeypatch: pytest.MonkeyPatch
+):
+    campaign = marketing_campaign(tenant, members)
+    broken = tenant.client.post("/v1/executions", json={"campaign_id": campaign["id"]}).json()
+    profile(other_tenant, "email", "eve@example.com", firstName="Eve")
+    other = marketing_campaign(other_tenant, audience(other_tenant, ("email", "eve@example.com")))
+    fine = other_tenant.client.post("/v1/executions", json={"campaign_id": other["id"]}).json()
+    failing_pages(monkeypatch, broken["execution_id"], RuntimeError("a bug"), from_page=2)
+
+    # Once failed, the broken execution no longer holds up those due after it.
+    fan_out(tenant, broken["execution_id"], page=2)
+    fan_out(other_tenant, fine["execution_id"], page=2)
+
+    row = execution_row(tenant, broken["execution_id"])
+    assert row["status"] == "failed"
+    assert row["failure"] == ("queueing the messages failed on an unexpected error (RuntimeError)")
+    assert row["finished_at"] is not None
+    # The first page was queued in its own transaction and stays; the second rolled back.
+    assert row["recipient_count"] == 2
+    assert len(message_rows(tenant, broken["execution_id"])) == 2
+    assert execution_row(other_tenant, fine["execution_id"])["status"] == "accepted"
+    assert len(message_rows(other_tenant, fine["execution_id"])) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Unavailable("the database is unavailable; retry later"),
+        # Raised in the page's transaction: translated to Unavailable on the way out.
+        sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection")),
+    ],
+    ids=["unavailable", "operational"],
+)
+def test_a_database_outage_stops_the_pass_and_fails_nothing(
+    tenant: Tenant, members: str, monkeypatch: pytest.MonkeyPatch, error: Exception
+):
+    campaign = marketing_campaign(tenant, members)
+    execution_id = tenant.client.post(
+        "/v1/executions", json={"campaign_id": campaign["id"]}
+    ).json()["execution_id"]
+    with monkeypatch.context() as patched:
+        failing_pages(patched, execution_id, error)
+        with pytest.raises(Unavailable):
+            for _ in range(50):
+                fanout.advance(tenant.runtime.db, utcnow(), budget=1)
+        row = execution_row(tenant, execution_id)
+        assert (row["status"], row["failure"]) == ("scheduled", None)
+    # Retried once the database is back.
+    fan_out(tenant, execution_id)
+    assert execution_row(tenant, execution_id)["status"] == "accepted"
+    assert len(message_rows(tenant, execution_id)) == 3
 
 
 def test_a_unitary_execution_for_later_can_be_cancelled_until_it_fires(tenant: Tenant):

@@ -20,6 +20,8 @@ from tidings.executions.models import messages
 from tidings.executions.schemas import ExecutionCreate
 from tidings.executions.service import Triggered
 from tidings.profiles.models import profile_erasures, profile_merges
+from tidings.suppressions import service as suppressions
+from tidings.suppressions.models import suppression_soft_bounces
 from tidings.workspaces.schemas import Scope
 
 pytestmark = pytest.mark.integration
@@ -479,3 +481,104 @@ def test_erasure_forgets_the_person_and_keeps_anonymous_counts(
     assert tenant.client.delete("/v1/profiles/crmId/C-1").status_code == 404
     assert tenant.client.put("/v1/profiles/email/ada@example.com", json={}).status_code == 201
     assert tokens_of(tenant, "ada@example.com") == []
+
+
+def soft_bounces_of(tenant: Tenant) -> set[tuple[str, str, int]]:
+    with tenant.runtime.db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                suppression_soft_bounces.c.channel,
+                suppression_soft_bounces.c.value,
+                suppression_soft_bounces.c.count,
+            ).where(suppression_soft_bounces.c.workspace_id == tenant.workspace_id)
+        )
+        return {(row.channel, row.value, row.count) for row in rows}
+
+
+def test_erasure_forgets_the_soft_bounces_of_the_persons_addresses(
+    tenant: Tenant, other_tenant: Tenant
+):
+    put_profile(
+        tenant,
+        "ada@example.com",
+        identities=[
+            {"namespace": "phone", "id": "+14155550101"},
+            # An address kept in another namespace is hers all the same.
+            {"namespace": "crmId", "id": "Ada.Work@Example.com"},
+        ],
+    )
+    put_profile(tenant, "old-ada@example.com")
+    assert (
+        merge(tenant, ("email", "ada@example.com"), ("email", "old-ada@example.com")).status_code
+        == 200
+    )
+    now = utcnow()
+    with tenant.runtime.db.write() as conn:
+        for workspace_id, channel, address in [
+            (tenant.workspace_id, "email", "ADA@example.com"),
+            (tenant.workspace_id, "email", "old-ada@example.com"),
+            (tenant.workspace_id, "email", "ada.work@example.com"),
+            (tenant.workspace_id, "sms", "+1 415 555 0101"),
+            (tenant.workspace_id, "email", "bob@example.com"),
+            (other_tenant.workspace_id, "email", "ada@example.com"),
+        ]:
+            suppressions.record_soft_bounce(
+                conn, workspace_id, address, "test", now, channel=channel, threshold=3
+            )
+    added = tenant.client.post(
+        "/v1/suppressions",
+        json={"channel": "email", "value": "ada@example.com", "type": "manual"},
+    )
+    assert added.status_code in (200, 201), added.text
+    assert len(soft_bounces_of(tenant)) == 5
+
+    assert tenant.client.delete("/v1/profiles/email/ada@example.com").status_code == 204
+
+    assert soft_bounces_of(tenant) == {("email", "bob@example.com", 1)}
+    assert soft_bounces_of(other_tenant) == {("email", "ada@example.com", 1)}
+    # The suppression list is kept: it protects the address from being mailed again.
+    listed = tenant.client.get("/v1/suppressions").json()["items"]
+    assert [entry["value"] for entry in listed] == ["ada@example.com"]
+
+
+def test_a_merge_re_points_messages_in_flight_and_keeps_the_history(tenant: Tenant):
+    target = put_profile(tenant, "ada@example.com", attributes={"firstName": "Ada"})
+    source = put_profile(tenant, "ada.work@example.com")
+    campaign = live_campaign(tenant)
+    # Not due for a day: no worker of another test claims them meanwhile.
+    later = (utcnow() + timedelta(days=1)).isoformat()
+    in_flight, sent, queued = (
+        rows_of(
+            tenant, trigger(tenant, campaign, recipient("ada.work@example.com"), execute_at=later)
+        )[0]
+        for _ in range(3)
+    )
+    assert {row["profile_id"] for row in (in_flight, sent, queued)} == {source["id"]}
+    with tenant.runtime.db.write() as conn:
+        # As a claim leaves it: `sending` under a lease, to go back to `queued` on a retry.
+        conn.execute(
+            messages.update()
+            .where(messages.c.id == in_flight["id"])
+            .values(state="sending", lease_until=utcnow() + timedelta(minutes=5))
+        )
+        conn.execute(
+            messages.update()
+            .where(messages.c.id == sent["id"])
+            .values(state="sent", sent_at=utcnow())
+        )
+
+    merged = merge(tenant, ("email", "ada@example.com"), ("email", "ada.work@example.com"))
+    assert merged.status_code == 200, merged.text
+
+    after = {
+        row["id"]: row
+        for message in (in_flight, sent, queued)
+        for row in rows_of(tenant, message["execution_id"])
+    }
+    assert (after[in_flight["id"]]["state"], after[in_flight["id"]]["profile_id"]) == (
+        "sending",
+        target["id"],
+    )
+    assert after[queued["id"]]["profile_id"] == target["id"]
+    # History keeps the source's id (an erasure follows profile_merges to it).
+    assert after[sent["id"]]["profile_id"] == source["id"]

@@ -20,6 +20,7 @@ from tests.integration.test_audience_executions import (
 )
 from tidings.audiences import rule_sql, rules
 from tidings.audiences import service as audiences
+from tidings.audiences.models import audiences as audience_table
 from tidings.clock import utcnow
 from tidings.executions import fanout
 from tidings.profiles import service as profiles_service
@@ -46,6 +47,8 @@ PEOPLE: dict[str, dict[str, Any]] = {
             "signup": "2026-01-15T10:30:00Z",
             "birthday": "1990-05-01",
             "first name": "Ada",
+            # Object keys that look like array indexes.
+            "ranks": {"0": "first", "-1": "last"},
         },
         "consent": {"email": "in", "sms": "out"},
         "timezone": "Europe/London",
@@ -231,6 +234,23 @@ CASES: list[tuple[str, set[str]]] = [
     ('(attributes.plan == "gold" or attributes.plan == "silver") and attributes.age < 20', {"bob"}),
     ("not attributes.age >= 18 and identities.email exists", {"bob", "cy"}),
     ("not not attributes.vip exists", {"ada", "bob"}),
+    # a path steps through object keys only: array elements are not addressed (PostgreSQL's
+    # jsonb_extract_path took "0" for an index), a key that looks like one is a key
+    ('attributes.tags.0 == "vip"', set()),
+    ("attributes.tags.0 exists", set()),
+    ("attributes.codes.1 == 2", set()),
+    ('attributes.codes."-1" == 3', set()),
+    ("attributes.codes.0 != 1", EVERYONE),
+    ('attributes.ranks.0 == "first"', {"ada"}),
+    ('attributes.ranks."-1" == "last"', {"ada"}),
+    ("attributes.ranks.1 exists", set()),
+    # dates at the edges of what a rule may name; years before 1000 keep four digits
+    ("attributes.birthday > 0999-01-01", {"ada", "bob"}),
+    ("attributes.birthday < 0999-01-01T00:00:00Z", set()),
+    ("attributes.signup > now - 5217w", {"ada", "bob"}),
+    ("created_at > 0001-01-01 and created_at < 9998-12-31", EVERYONE),
+    ("created_at >= 0001-01-01T00:00:00Z and updated_at <= 9998-12-31T23:59:59Z", EVERYONE),
+    ("created_at == 9998-12-31", set()),
 ]
 
 
@@ -254,6 +274,18 @@ def test_dates_of_profiles_are_relative_to_the_time_of_evaluation(people: Popula
     assert people.matching(f"created_at < {today} or created_at > {today}", now) == set()
     assert people.matching("created_at < 2000-01-01", now) == set()
     assert people.matching("created_at > 2000-01-01T00:00:00Z", now) == EVERYONE
+
+
+def test_evaluating_never_overflows_whatever_the_time(people: Population):
+    """`now ± duration` beyond the years datetime holds compares as the earliest or latest
+    instant it holds, instead of raising OverflowError."""
+    dawn = datetime(1, 1, 2, tzinfo=UTC)
+    end = datetime(9999, 12, 30, tzinfo=UTC)
+    assert people.matching("created_at > now - 5217w", dawn) == EVERYONE
+    assert people.matching("created_at < now + 5217w", end) == EVERYONE
+    assert people.matching("created_at > now + 36525d", end) == set()
+    assert people.matching("attributes.signup < now + 1w", end) == {"ada", "bob"}
+    assert people.matching("attributes.signup > now - 876600h", dawn) == {"ada", "bob"}
 
 
 def test_other_workspaces_profiles_never_match(tenant: Tenant, people: Population):
@@ -321,6 +353,15 @@ def test_a_rule_audience_is_created_read_and_listed(tenant: Tenant):
         ('attributes.plan == "gold" and\nfoo.bar == 1', "unknown field 'foo'", 2, 1),
         ("", "the rule is empty", 1, 1),
         ("attributes.x exists or " * 200 + "attributes.x exists", "longer than 4000", 1, 4001),
+        # Bounded so that evaluating never overflows (these were 500s once saved).
+        ("created_at > now - 1000000w", "a duration is at most 100 years", 1, 20),
+        ("attributes.d > now + 36526d", "a duration is at most 100 years", 1, 22),
+        ("created_at == 9999-12-31", "a date is within the years 0001 to 9998", 1, 15),
+        ("created_at < 0001-01-01T00:00:00+01:00", "within the years 0001 to 9998", 1, 14),
+        ("created_at < 9998-12-31T23:00:00-02:00", "within the years 0001 to 9998", 1, 14),
+        # Keys a JSON text escapes: SQLite's paths would not find them where PostgreSQL does.
+        ('attributes."k\\\\b" == 1', "no '\"', '\\' or control character", 1, 12),
+        ('attributes.x."tab\\tkey" == 1', "no '\"', '\\' or control character", 1, 14),
     ],
 )
 def test_an_invalid_rule_is_a_422_naming_the_rule_and_the_position(
@@ -501,6 +542,52 @@ def test_a_rule_is_evaluated_at_the_time_the_execution_fired(tenant: Tenant):
     # time it fired.
     fan_out(tenant, execution_id, at=fired + timedelta(hours=2), page=2)
     assert len(message_rows(tenant, execution_id)) == 4
+
+
+def test_a_stored_rule_that_no_longer_parses_fails_its_execution_not_the_fan_out(
+    tenant: Tenant, other_tenant: Tenant
+):
+    """A rule saved before the language was bounded (it parsed, and overflowed when
+    evaluated) stays readable; its execution fails with the reason, and other workspaces'
+    executions due after it are fanned out all the same."""
+    put_profile(tenant, "old@example.com", attributes={"plan": "gold"})
+    audience = create_rule(tenant, 'attributes.plan == "gold"')
+    campaign = marketing_campaign(tenant, audience["id"])
+    broken = tenant.client.post("/v1/executions", json={"campaign_id": campaign["id"]}).json()
+    put_profile(other_tenant, "fine@example.com", attributes={"plan": "gold"})
+    healthy = create_rule(other_tenant, 'attributes.plan == "gold"')
+    other_campaign = marketing_campaign(other_tenant, healthy["id"])
+    fine = other_tenant.client.post(
+        "/v1/executions", json={"campaign_id": other_campaign["id"]}
+    ).json()
+    with tenant.runtime.db.write() as conn:
+        conn.execute(
+            sa.update(audience_table)
+            .where(audience_table.c.id == audience["id"])
+            .values(rule="created_at > now - 1000000w")
+        )
+
+    read = tenant.client.get(f"/v1/audiences/{audience['id']}")
+    assert read.status_code == 200, read.text
+    assert (read.json()["rule"], read.json()["estimate"]) == ("created_at > now - 1000000w", None)
+    fan_out(other_tenant, fine["execution_id"])
+    fan_out(tenant, broken["execution_id"])
+
+    failed = execution_row(tenant, broken["execution_id"])
+    assert failed["status"] == "failed"
+    assert failed["failure"].startswith("the audience's rule cannot be evaluated: ")
+    assert "a duration is at most 100 years" in failed["failure"]
+    assert message_rows(tenant, broken["execution_id"]) == []
+    view = tenant.client.get(f"/v1/executions/{broken['execution_id']}").json()
+    assert (view["status"], view["failure"]) == ("failed", failed["failure"])
+    assert execution_row(other_tenant, fine["execution_id"])["status"] == "accepted"
+    assert len(message_rows(other_tenant, fine["execution_id"])) == 1
+    # Changed by PATCH, the audience is whole again.
+    patched = tenant.client.patch(
+        f"/v1/audiences/{audience['id']}", json={"rule": "created_at > now - 5217w"}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["estimate"] == {"count": 1, "exact": True}
 
 
 def test_campaign_review_accepts_a_rule_audience(tenant: Tenant):

@@ -172,6 +172,20 @@ def test_not_binds_tighter_than_and_which_binds_tighter_than_or():
         ("attributes. == 1", "expected a name after '.'", 13),
         ('attributes."" exists', "an attribute key has 1 to 128 characters", 12),
         ('attributes."a\\"b" exists', "no '\"'", 12),
+        ('attributes."a\\\\b" exists', "no '\"', '\\' or control character", 12),
+        ('attributes."a\\nb" exists', "or control character", 12),
+        ('attributes."a\\u001fb" exists', "or control character", 12),
+        ('attributes.x."tab\tkey" exists', "or control character", 14),
+        ("created_at > now - 5218w", "a duration is at most 100 years (36525d, 5217w)", 20),
+        ("created_at > now - 36526d", "a duration is at most 100 years", 20),
+        ("created_at > now - 876601h", "a duration is at most 100 years", 20),
+        ("created_at > now - 52596001m", "a duration is at most 100 years", 20),
+        ("created_at > now - 99999999999999999999999w", "at most 100 years", 20),
+        ("created_at == 9999-12-31", "a date is within the years 0001 to 9998 (in UTC)", 15),
+        ("created_at == 9999-01-01T00:00:00Z", "within the years 0001 to 9998", 15),
+        ("created_at == 9998-12-31T23:30:00-01:00", "within the years 0001 to 9998", 15),
+        ("created_at < 0001-01-01T00:00:00+01:00", "within the years 0001 to 9998", 14),
+        ("attributes.d > 0000-01-01", "not a valid date", 16),
         ("attributes.vip > true", "a boolean takes == or !=, not >", 18),
         ("attributes.vip < null", "null takes == or !=", 18),
         ("attributes.tags contains true", "'contains' takes a string or a number", 26),
@@ -254,6 +268,44 @@ def test_limits():
     assert parse(f"attributes.{ten} exists")
     with pytest.raises(RuleError, match="at most 10 keys"):
         parse(f"attributes.{ten}.k exists")
+
+
+def test_durations_and_dates_at_their_bounds():
+    for source, offset in [
+        ("now - 5217w", -timedelta(weeks=5217)),
+        ("now + 36525d", timedelta(days=36525)),
+        ("now - 876600h", -timedelta(hours=876600)),
+        ("now + 52596000m", timedelta(minutes=52596000)),
+    ]:
+        assert parse(f"created_at > {source}").root == Compare(
+            Path(Root.CREATED_AT), Op.GT, RelativeDate(offset)
+        )
+    earliest = parse("created_at > 0001-01-01T01:00:00+01:00").root
+    assert earliest == Compare(
+        Path(Root.CREATED_AT), Op.GT, DateValue(datetime(1, 1, 1, tzinfo=UTC), date_only=False)
+    )
+    latest = parse("created_at < 9998-12-31").root
+    assert latest == Compare(
+        Path(Root.CREATED_AT), Op.LT, DateValue(datetime(9998, 12, 31, tzinfo=UTC), True)
+    )
+
+
+@pytest.mark.parametrize(
+    "now",
+    [datetime(1, 1, 1, tzinfo=UTC), datetime.max.replace(tzinfo=UTC)],
+    ids=["earliest", "latest"],
+)
+@pytest.mark.parametrize(
+    "dialect", [sqlite.dialect(), postgresql.psycopg.dialect()], ids=["sqlite", "postgresql"]
+)
+def test_evaluating_at_any_time_never_overflows(now: datetime, dialect: sa.Dialect):
+    for source in (
+        "created_at > now - 5217w and updated_at < now + 5217w",
+        "attributes.d > now - 36525d or attributes.d < now + 36525d",
+        "created_at == 9998-12-31 and attributes.d <= 0001-01-01",
+    ):
+        clause = rule_sql.condition(parse(source), dialect.name, now)
+        assert "WHERE" in str(sa.select(profiles.c.id).where(clause).compile(dialect=dialect))
 
 
 def test_keys_that_are_keywords_and_paths_as_text():

@@ -3,13 +3,14 @@
 # Every condition compiles to an expression that is never SQL NULL (true or false, the JSON type
 # checked first), so `not` is the exact complement of what it negates and `!=` of `==`: SQL's
 # three-valued logic never leaks into what a rule means. Attributes are JSON on SQLite (read
-# with json_type / json_extract) and JSONB on PostgreSQL (jsonb_typeof / jsonb_extract_path).
+# with json_type / json_extract) and JSONB on PostgreSQL (jsonb_typeof / the -> operator).
+# A path steps through object keys only, on both: array elements are not addressed.
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,9 +37,9 @@ from tidings.audiences.rules import (
 )
 from tidings.profiles.models import profile_identities, profiles
 
-# The shapes an attribute holding a date may take: 2026-01-31, 2026-01-31T10:00:00Z, …
-DATE_TEXT_FORMAT = "%Y-%m-%dT%H:%M:%S"
-DAY_FORMAT = "%Y-%m-%d"
+# The instants a comparison falls back to when `now ± duration` leaves what datetime holds.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 Clause = sa.ColumnElement[Any]
 
@@ -143,9 +144,19 @@ class _Sqlite(_Backend):
         return text.bool_op("GLOB")("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*")
 
 
+def _text_key(key: str) -> Clause:
+    # A text operand: `->` with an integer would index arrays.
+    return sa.cast(sa.literal(key, sa.Text()), sa.Text())
+
+
 class _Postgres(_Backend):
+    # `jsonb -> text` looks up an object's field and yields NULL on an array or a scalar, as
+    # SQLite's `$."key"` does; jsonb_extract_path and `#>` would take "0" as an array index.
     def _value(self, column: Clause, keys: Sequence[str]) -> Clause:
-        return sa.func.jsonb_extract_path(column, *keys, type_=postgresql.JSONB)
+        value = column
+        for key in keys:
+            value = value.op("->", return_type=postgresql.JSONB)(_text_key(key))
+        return value
 
     def _type(self, column: Clause, keys: Sequence[str]) -> Clause:
         # jsonb_typeof: 'object', 'array', 'string', 'number', 'boolean', 'null'; SQL NULL
@@ -173,7 +184,8 @@ class _Postgres(_Backend):
         return self._type(column, keys).not_in(["", "null"])
 
     def text(self, column: Clause, keys: Sequence[str]) -> Clause:
-        return sa.func.jsonb_extract_path_text(column, *keys, type_=sa.String)
+        parent = self._value(column, keys[:-1])
+        return parent.op("->>", return_type=sa.String)(_text_key(keys[-1]))
 
     def number(self, column: Clause, keys: Sequence[str]) -> Clause:
         # NUMERIC holds every JSON number exactly, as jsonb does.
@@ -280,14 +292,14 @@ class _Compiler:
         text = backend.text(column, keys)
         if isinstance(value, DateValue) and value.date_only:
             key = sa.func.substr(text, 1, 10, type_=sa.String)
-            wanted = value.at.strftime(DAY_FORMAT)
+            wanted = _day_text(value.at)
         else:
             at = self._instant(value)
             padded = text.concat(sa.literal("T00:00:00"))
             key = sa.func.replace(
                 sa.func.substr(padded, 1, 19, type_=sa.String), " ", "T", type_=sa.String
             )
-            wanted = at.strftime(DATE_TEXT_FORMAT)
+            wanted = f"{_day_text(at)}T{at:%H:%M:%S}"
         check = sa.and_(backend.is_string(column, keys), backend.looks_like_date(text))
         return _guarded(check, _compare(backend.ordered(key), op, sa.literal(wanted)))
 
@@ -296,7 +308,7 @@ class _Compiler:
     ) -> Clause:
         if isinstance(value, DateValue) and value.date_only:
             # A day stands for all of it: == is within the day, <= up to its end.
-            start, end = value.at, value.at + timedelta(days=1)
+            start, end = value.at, _shifted(value.at, timedelta(days=1))
             if op is Op.EQ:
                 return sa.and_(column >= start, column < end)
             if op is Op.LT:
@@ -309,7 +321,7 @@ class _Compiler:
         return _compare(column, op, sa.literal(self._instant(value), column.type))
 
     def _instant(self, value: DateValue | RelativeDate) -> datetime:
-        return value.at if isinstance(value, DateValue) else self.now + value.offset
+        return value.at if isinstance(value, DateValue) else _shifted(self.now, value.offset)
 
     # -- lists, presence, containment
 
@@ -365,6 +377,24 @@ class _Compiler:
             backend.has_substring(backend.text(column, keys), value),
         )
         return sa.case(in_string, in_array, else_=sa.false())
+
+
+def _shifted(at: datetime, delta: timedelta) -> datetime:
+    """`at + delta`, or the earliest or latest instant datetime holds when that is beyond it.
+
+    The parser bounds dates and durations, so this only guards an extreme `now`: clamped, a
+    comparison still answers as it would with the true instant for every date a profile has.
+    """
+    try:
+        return at + delta
+    except OverflowError:
+        return LATEST if delta > timedelta(0) else EARLIEST
+
+
+def _day_text(at: datetime) -> str:
+    # Not strftime("%Y"): it leaves years before 1000 unpadded ("999-01-01"), which would not
+    # compare with stored text such as "0999-01-01".
+    return f"{at.year:04d}-{at.month:02d}-{at.day:02d}"
 
 
 def _number(value: int | float) -> Clause:

@@ -35,6 +35,13 @@ MAX_INTEGER = 2**63 - 1
 CONSENT_VALUES = ("in", "out", "unset")
 
 DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 24 * 60, "w": 7 * 24 * 60}
+# Bounds that keep every date a rule names, and every `now ± duration`, far inside what Python's
+# datetime holds (years 1 to 9999): evaluating a rule never overflows, and a whole day (the date
+# plus a day) still has an end.
+MAX_DURATION_YEARS = 100
+MAX_DURATION = timedelta(days=36_525)  # 100 years of 365.25 days
+MIN_YEAR, MAX_YEAR = 1, 9998
 
 
 class RuleError(ValueError):
@@ -320,8 +327,14 @@ def _string(source: str, start: int) -> Token:
 def _numeric(source: str, position: int) -> Token:
     if duration := _DURATION.match(source, position):
         amount, unit = int(duration.group(1)), duration.group(2)
-        if amount > 1_000_000:
-            raise RuleError("a duration is at most 1000000 units", source, position)
+        # Checked in whole minutes before a timedelta is made: a huge one would overflow.
+        if amount * _UNIT_MINUTES[unit] > MAX_DURATION // timedelta(minutes=1):
+            raise RuleError(
+                f"a duration is at most {MAX_DURATION_YEARS} years "
+                f"({MAX_DURATION.days}d, {MAX_DURATION.days // 7}w)",
+                source,
+                position,
+            )
         delta = timedelta(**{DURATION_UNITS[unit]: amount})
         return Token(Kind.DURATION, duration.group(), position, delta)
     if date := _DATE.match(source, position):
@@ -356,7 +369,17 @@ def _date_value(source: str, position: int, text: str) -> DateValue:
     if at.tzinfo is None:
         # A date without an offset is UTC, as stored dates are.
         at = at.replace(tzinfo=UTC)
-    return DateValue(at=at.astimezone(UTC), date_only="T" not in text)
+    out_of_range = RuleError(
+        f"a date is within the years {MIN_YEAR:04d} to {MAX_YEAR:04d} (in UTC)", source, position
+    )
+    try:
+        at = at.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is before the year 1 in UTC.
+        raise out_of_range from None
+    if not MIN_YEAR <= at.year <= MAX_YEAR:
+        raise out_of_range
+    return DateValue(at=at, date_only="T" not in text)
 
 
 # ---------------------------------------------------------------- parsing
@@ -585,6 +608,10 @@ class _Parser:
 
 
 _NAMESPACE = re.compile(NAMESPACE_PATTERN)
+# The characters JSON text escapes in a key. SQLite's JSON paths compare a key as it is written
+# in the stored text, escapes and all, and cannot hold a '"': such a key would be found on
+# PostgreSQL and not on SQLite, so no rule names it.
+_UNNAMEABLE = re.compile(r'["\\\x00-\x1f]')
 _CHANNELS = tuple(channel.value for channel in Channel)
 _ROOTS = (
     "attributes.<name>, consent.<channel>, identities.<namespace>, timezone, locale, "
@@ -607,10 +634,11 @@ def _checked_path(parser: _Parser, start: Token, keys: list[tuple[str, Token]]) 
                 keys[MAX_ATTRIBUTE_DEPTH][1],
             )
         for name, token in keys:
-            # SQLite's JSON paths cannot escape a double quote inside a key.
-            if not name or len(name) > MAX_KEY_LENGTH or '"' in name:
+            if not name or len(name) > MAX_KEY_LENGTH or _UNNAMEABLE.search(name):
                 raise parser.error(
-                    f"an attribute key has 1 to {MAX_KEY_LENGTH} characters and no '\"'", token
+                    f"an attribute key has 1 to {MAX_KEY_LENGTH} characters and no '\"', "
+                    "'\\' or control character",
+                    token,
                 )
         return Path(root, names)
     if root is Root.CONSENT:

@@ -4,10 +4,15 @@ Each page is one transaction that inserts the page's messages and moves the exec
 (the last profile id queued), so memory stays flat whatever the audience's size and a crash
 between pages neither loses nor repeats a recipient. On PostgreSQL the execution row is locked
 with SKIP LOCKED, so several workers fan out different executions side by side.
+
+A page that fails on an error of its own (not the database being unavailable) would fail again
+at every pass and, as the due execution first in line, hold up every other one: that execution
+is failed instead, in a transaction of its own, and the pass goes on with the others.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,11 +20,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from tidings.audiences import service as audiences
+from tidings.audiences.rules import RuleError
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.campaigns.state import TRIGGERABLE, CampaignStatus
 from tidings.db import Database
 from tidings.db.bulk import bulk_insert
 from tidings.delivery.state import MessageState
+from tidings.errors import TidingsError
 from tidings.executions.models import executions, messages
 from tidings.executions.service import ADDRESS_NAMESPACES
 from tidings.executions.state import FANNING, ExecutionStatus, check_execution_move
@@ -31,6 +38,8 @@ from tidings.vocabulary import Channel
 
 PAGE_SIZE = 1000
 
+log = logging.getLogger("tidings.fanout")
+
 
 def advance(db: Database, now: datetime, page_size: int = PAGE_SIZE, budget: int = 10) -> int:
     """Queues up to `budget` pages of due audience executions, each page in its own
@@ -40,12 +49,62 @@ def advance(db: Database, now: datetime, page_size: int = PAGE_SIZE, budget: int
         return 0
     queued = 0
     for _ in range(budget):
-        with db.write() as conn:
-            execution = _next_due(conn, now)
-            if execution is None:
-                break
-            queued += _queue_page(conn, execution, now, page_size)
+        execution: Mapping[str, Any] | None = None
+        try:
+            with db.write() as conn:
+                execution = _next_due(conn, now)
+                if execution is None:
+                    break
+                queued += _queue_page(conn, execution, now, page_size)
+        except Exception as exc:
+            # The page's transaction is rolled back. An error before an execution was picked,
+            # or one that retrying may cure (the database unavailable), stops the pass: the
+            # worker retries it later.
+            if execution is None or _transient(exc):
+                raise
+            log.exception(
+                "audience execution %s failed: its page could not be queued", execution["id"]
+            )
+            _fail(db, execution["id"], now, _failure_reason(exc))
     return queued
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether `exc` says the database could not be used now, not that the page is wrong."""
+    if isinstance(exc, TidingsError):
+        return exc.retryable
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa.exc.OperationalError | sa.exc.InterfaceError
+        )
+    return isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError)
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, RuleError):
+        # A rule saved before the language's limits were narrowed.
+        return f"the audience's rule cannot be evaluated: {exc}; change the rule"
+    if isinstance(exc, TidingsError):
+        return f"queueing the messages failed: {exc.detail}"
+    # The message of an unexpected error may hold internals: it goes to the log only.
+    return f"queueing the messages failed on an unexpected error ({type(exc).__name__})"
+
+
+def _fail(db: Database, execution_id: str, now: datetime, reason: str) -> None:
+    """Fails the execution unless it left the fan-out meanwhile (cancelled, or failed already
+    by another worker that met the same error)."""
+    with db.write() as conn:
+        current = conn.execute(
+            sa.select(executions.c.status).where(executions.c.id == execution_id).with_for_update()
+        ).scalar()
+        if current is None or ExecutionStatus(current) not in FANNING:
+            return
+        check_execution_move(ExecutionStatus(current), ExecutionStatus.FAILED)
+        conn.execute(
+            executions.update()
+            .where(executions.c.id == execution_id)
+            .values(status=ExecutionStatus.FAILED.value, finished_at=now, failure=reason)
+        )
 
 
 def _anything_due(db: Database, now: datetime) -> bool:

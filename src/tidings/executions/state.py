@@ -2,8 +2,9 @@
 
 unitary:   accepted                          (its messages are queued with the execution)
 audience:  scheduled ──fire──▶ fanning_out ──▶ accepted    (every member's message queued)
-               │                   └────────▶ failed      (the campaign stopped, or the
-               ├──────────────────────────────▶ failed     audience is gone)
+               │                   └────────▶ failed      (the campaign stopped, the
+               ├──────────────────────────────▶ failed     audience is gone, or a page
+                                                            failed on an error of its own)
                └──cancel──▶ cancelled
 unitary, execute_at in the future: accepted ──cancel──▶ cancelled (its queued messages too)
 """

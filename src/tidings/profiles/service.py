@@ -41,6 +41,8 @@ from tidings.profiles.schemas import (
     PushTokenIn,
 )
 from tidings.rules import counters
+from tidings.suppressions.models import suppression_soft_bounces
+from tidings.suppressions.schemas import SuppressionChannel
 from tidings.vocabulary import E164_PATTERN, EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
 
 MAX_TRACKED_PATHS = 1000
@@ -599,6 +601,9 @@ def push_tokens_for(
 # ---------------------------------------------------------------- merging two profiles
 
 PENDING_STATES = (MessageState.QUEUED.value, MessageState.DEFERRED.value)
+# Messages that may still be claimed and rendered: pending ones, and those in flight, which go
+# back to `queued` on a retry or an expired lease.
+UNSENT_STATES = (*PENDING_STATES, MessageState.SENDING.value)
 
 
 def merged_attributes(winner: Mapping[str, Any], loser: Mapping[str, Any]) -> dict[str, Any]:
@@ -718,12 +723,13 @@ def _move_to(conn: sa.Connection, workspace_id: str, from_id: str, into_id: str)
     )
     conn.execute(audience_members.delete().where(audience_members.c.profile_id == from_id))
     counters.move_counts(conn, workspace_id, from_id, into_id)
-    # Messages not yet sent render with the merged profile; the history keeps the source's
+    # Messages not yet sent render with the merged profile, those in flight included (a retry
+    # would otherwise look up a profile that no longer exists); the history keeps the source's
     # id (an erasure follows profile_merges to it).
     conn.execute(
         messages.update()
         .where(
-            messages.c.state.in_(PENDING_STATES),
+            messages.c.state.in_(UNSENT_STATES),
             messages.c.workspace_id == workspace_id,
             messages.c.profile_id == from_id,
         )
@@ -762,6 +768,7 @@ def erase(db: Database, workspace_id: str, namespace: str, value: str) -> str:
     its identities without a profile): address, context, profile data and last error are
     cleared, the recipient becomes "erased"; state, reason, channel, campaign, execution and
     times stay, so counts still add up. Pending messages are cancelled (`profile_erased`).
+    Soft bounces counted for its identities (below the suppression threshold) go too.
     The suppression list is kept: it protects the address from being mailed again.
     """
     value = normalize_identity(namespace, value)
@@ -785,6 +792,7 @@ def erase(db: Database, workspace_id: str, namespace: str, value: str) -> str:
                 profile_merges.c.into_profile_id.in_(profile_ids),
             )
         )
+        _forget_soft_bounces(conn, workspace_id, identities)
         conn.execute(audience_members.delete().where(audience_members.c.profile_id == profile_id))
         conn.execute(
             profile_push_tokens.delete().where(profile_push_tokens.c.profile_id == profile_id)
@@ -824,6 +832,38 @@ def _identities_of(conn: sa.Connection, profile_id: str) -> dict[str, list[str]]
     ):
         found.setdefault(row.namespace, []).append(row.value)
     return found
+
+
+def _forget_soft_bounces(
+    conn: sa.Connection, workspace_id: str, identities: Mapping[str, list[str]]
+) -> None:
+    """Deletes the soft bounces counted for the identity values: an address counted is the
+    person's data, where a suppression is kept to protect it. The values are normalized as the
+    suppression list normalizes an email address and a phone number (normalize_identity), in
+    whichever namespace the profile has them."""
+    values = [value for found in identities.values() for value in found]
+    namespaces = {
+        SuppressionChannel.EMAIL: EMAIL_NAMESPACE,
+        SuppressionChannel.SMS: PHONE_NAMESPACE,
+    }
+    wanted: dict[str, set[str]] = {channel.value: set() for channel in namespaces}
+    for value in values:
+        for channel, namespace in namespaces.items():
+            try:
+                wanted[channel.value].add(normalize_identity(namespace, value))
+            except InvalidInput:
+                continue  # not an address of this channel
+    counted = suppression_soft_bounces.c
+    for channel_value, normalized in wanted.items():
+        ordered = sorted(normalized)
+        for start in range(0, len(ordered), IN_CHUNK):
+            conn.execute(
+                suppression_soft_bounces.delete().where(
+                    counted.workspace_id == workspace_id,
+                    counted.channel == channel_value,
+                    counted.value.in_(ordered[start : start + IN_CHUNK]),
+                )
+            )
 
 
 def _erase_messages(
@@ -866,3 +906,58 @@ def get_attributes(conn: sa.Connection, profile_id: str) -> dict[str, Any]:
         sa.select(profiles.c.attributes).where(profiles.c.id == profile_id)
     ).scalar_one()
     return attributes
+
+
+# ---------------------------------------------------------------- one channel's consent
+# For tidings.unsubscribe: a link in a message sets its recipient's consent on its channel.
+
+
+def current_profile_id(conn: sa.Connection, workspace_id: str, profile_id: str) -> str | None:
+    """The profile a stored profile id names now: itself, or the profile it was merged into
+    (through any number of merges: sent messages keep the merged-away id); None when it is
+    gone (erased)."""
+    seen: set[str] = set()
+    while profile_id not in seen:
+        seen.add(profile_id)
+        if _load_row(conn, workspace_id, profile_id) is not None:
+            return profile_id
+        into: str | None = conn.execute(
+            sa.select(profile_merges.c.into_profile_id).where(
+                profile_merges.c.workspace_id == workspace_id,
+                profile_merges.c.from_profile_id == profile_id,
+            )
+        ).scalar_one_or_none()
+        if into is None:
+            return None
+        profile_id = into
+    return None
+
+
+def set_channel_consent(
+    conn: sa.Connection,
+    workspace_id: str,
+    profile_id: str,
+    channel: Channel,
+    status: ConsentStatus,
+    source: str,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Sets one channel's consent of a profile, its row locked as an upsert locks it; returns
+    the channel's consent entry, or None when the workspace has no such profile. A channel
+    that has the status already keeps the entry of the change that set it (as merge_consent
+    does), so repeating the call changes nothing."""
+    current = _load_row(conn, workspace_id, profile_id, for_update=True)
+    if current is None:
+        return None
+    consent = dict(current["consent"])
+    entry = consent.get(channel.value)
+    if isinstance(entry, Mapping) and entry.get("status") == status.value:
+        return dict(entry)
+    entry = {"status": status.value, "updated_at": now.isoformat(), "source": source}
+    consent[channel.value] = entry
+    conn.execute(
+        profiles.update()
+        .where(profiles.c.id == profile_id, profiles.c.workspace_id == workspace_id)
+        .values(consent=consent, updated_at=now)
+    )
+    return entry

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from tidings.db.migration_ops import drop_plain_column
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -22,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("workspaces", schema=None) as batch_op:
-        batch_op.drop_column("unset_consent")
+    # Not batch mode: on SQLite it would drop and recreate `workspaces`, which every table
+    # of a workspace references (see drop_plain_column).
+    drop_plain_column("workspaces", "unset_consent")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from tidings.db.migration_ops import drop_plain_column
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -32,5 +34,6 @@ def downgrade() -> None:
     # Rule audiences cannot be lists: they go with their column (and nothing targets them by
     # membership, as they have none).
     op.execute("DELETE FROM audiences WHERE kind = 'rule'")
-    with op.batch_alter_table("audiences", schema=None) as batch_op:
-        batch_op.drop_column("rule")
+    # Not batch mode: on SQLite, recreating `audiences` deleted every list audience's members
+    # (ON DELETE CASCADE) when the old table was dropped (see drop_plain_column).
+    drop_plain_column("audiences", "rule")

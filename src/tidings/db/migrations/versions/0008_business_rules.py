@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from tidings.db.migration_ops import drop_plain_column
 from tidings.db.types import UTCDateTime, json_type
 
 revision = "0008"
@@ -78,10 +79,10 @@ def downgrade() -> None:
         "UPDATE messages SET last_error = reason, reason = 'suppressed' "
         "WHERE reason IN ('suppressed_address', 'suppressed_domain')"
     )
-    with op.batch_alter_table("workspaces", schema=None) as batch_op:
-        batch_op.drop_column("timezone")
-    with op.batch_alter_table("campaigns", schema=None) as batch_op:
-        batch_op.drop_column("rule_set_ids")
+    # Not batch mode: on SQLite it would drop and recreate `workspaces` and `campaigns`, which
+    # other tables reference (see drop_plain_column).
+    drop_plain_column("workspaces", "timezone")
+    drop_plain_column("campaigns", "rule_set_ids")
     op.drop_index(op.f("ix_frequency_counters_period_end"), table_name="frequency_counters")
     op.drop_table("frequency_counters")
     op.drop_table("rule_sets")
