@@ -24,6 +24,7 @@ from tidings.profiles.api import router as profiles_router
 from tidings.rules.api import router as rules_router
 from tidings.runtime import Runtime
 from tidings.suppressions.api import router as suppressions_router
+from tidings.unsubscribe.api import router as unsubscribe_router
 from tidings.web import (
     BodySizeLimit,
     HotPaths,
@@ -81,6 +82,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         audiences_router,
         suppressions_router,
         rules_router,
+        unsubscribe_router,
         console_router,
         operations_router,
     ):

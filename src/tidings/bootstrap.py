@@ -29,6 +29,9 @@ def _prepare(runtime: Runtime, *, run_migrations: bool) -> StartupReport:
     if run_migrations:
         migrate.upgrade(runtime.db)
     workspace = workspaces.ensure_workspace(runtime.db)
+    # Generated here, under the start-up lock, when it is not set: a key that cannot be read
+    # or written stops the start rather than the first message.
+    runtime.secret_key  # noqa: B018
     secret = runtime.settings.bootstrap_api_key
     if secret:
         workspaces.ensure_api_key(runtime.db, workspace["id"], secret, BOOTSTRAP_KEY_NAME)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Marketing to a recipient whose consent on the channel is unset (or who has no stored
     # profile): "allow" (AJO's reading: unset is consent) or "deny". A workspace may override.
     unset_consent: Literal["allow", "deny"] = "allow"
+    # Signs the links Tidings puts in messages (unsubscribe). Unset: a random key generated once
+    # and kept in <data_dir>/secret_key; processes that do not share a data dir must set it.
+    secret_key: str | None = None
 
     @field_validator("bootstrap_api_key")
     @classmethod
@@ -58,6 +61,15 @@ class Settings(BaseSettings):
         if value is not None and len(value) < 16:
             raise ValueError("TIDINGS_BOOTSTRAP_API_KEY must be at least 16 characters")
         return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_long_enough(cls, value: str | None) -> str | None:
+        # Whoever knows the key can unsubscribe anyone: it must be as hard to guess as the
+        # generated one (32 random bytes are 43 characters of base64).
+        if value is not None and len(value.strip()) < 32:
+            raise ValueError("TIDINGS_SECRET_KEY must be at least 32 characters")
+        return value.strip() if value is not None else None
 
     @field_validator("smtp_url")
     @classmethod

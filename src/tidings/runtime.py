@@ -9,6 +9,7 @@ from tidings.config import Settings
 from tidings.content.engine import TemplateEngine
 from tidings.db import Database
 from tidings.executions.acceptor import TriggerAcceptor
+from tidings.secret_key import load_secret_key
 from tidings.signals import WorkSignal
 from tidings.workspaces.limits import KeyRateLimiter
 from tidings.workspaces.service import Authenticator
@@ -41,6 +42,11 @@ class Runtime:
     def acceptor(self) -> TriggerAcceptor:
         """Commits the API's trigger requests in groups; its thread starts with the first."""
         return TriggerAcceptor(self.db, self.work)
+
+    @cached_property
+    def secret_key(self) -> bytes:
+        """Signs links in messages; read (or generated) once per process."""
+        return load_secret_key(self.settings)
 
     def close(self) -> None:
         if "acceptor" in self.__dict__:

@@ -21,7 +21,8 @@ from tidings.delivery.state import ExclusionReason
 from tidings.errors import InvalidInput
 from tidings.rules.enforcement import Exclusion, Hold
 from tidings.runtime import Runtime
-from tidings.vocabulary import Channel
+from tidings.unsubscribe.tokens import UnsubscribeTokens
+from tidings.vocabulary import Category, Channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Deliverer:
         )
         self.rates = RateLimiter()
         self.unset_consent = settings.unset_consent
+        self.unsubscribe_tokens = UnsubscribeTokens(runtime.secret_key)
         self._contents: dict[str, Content] = {}
 
     async def run_once(self) -> int:
@@ -167,7 +169,8 @@ class Deliverer:
         GIL than it saved), RENDER_SLICE messages at a time so that the loop's other work (the
         API, the sessions of the batch before) goes on in between."""
         ready: dict[Channel, list[OutboundMessage]] = {}
-        public_url = self.runtime.settings.resolved_public_url
+        unsubscribe_base = f"{self.runtime.settings.resolved_public_url}/unsubscribe/"
+        mint = self.unsubscribe_tokens.mint
         for index, message in enumerate(claimed):
             if index and not index % RENDER_SLICE:
                 await asyncio.sleep(0)
@@ -185,6 +188,9 @@ class Deliverer:
             if wait:
                 outcomes.postponed.append((message.id, now + timedelta(seconds=wait)))
                 continue
+            unsubscribe_url = unsubscribe_base + mint(
+                message.workspace_id, message.id, message.channel
+            )
             try:
                 content = self._content(message)
                 rendered = render_content(
@@ -195,8 +201,7 @@ class Deliverer:
                         context=message.context,
                         campaign_id=message.campaign_id,
                         campaign_name=message.campaign_name,
-                        # Signed per-recipient links come with the channels issue.
-                        unsubscribe_url=f"{public_url}/unsubscribe",
+                        unsubscribe_url=unsubscribe_url,
                     ),
                 )
             except RenderingError as exc:
@@ -208,12 +213,21 @@ class Deliverer:
                     (message.id, ExclusionReason.RENDERING_ERROR.value, exc.detail)
                 )
                 continue
+            headers: dict[str, str] = {}
+            if message.channel == Channel.EMAIL and message.category == Category.MARKETING:
+                # RFC 2369's link and RFC 8058's one-click: mailboxes offer their own
+                # unsubscribe button, which POSTs to the link without opening it.
+                headers = {
+                    "List-Unsubscribe": f"<{unsubscribe_url}>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                }
             ready.setdefault(message.channel, []).append(
                 OutboundMessage(
                     message_id=message.id,
                     to=message.address,
                     content=rendered,
                     settings=message.settings or {},
+                    headers=headers,
                 )
             )
         return ready

@@ -808,3 +808,40 @@ def import_csv(
         if on_progress is not None:
             on_progress(len(chunk))
     return job.finish()
+
+
+# ---------------------------------------------------------------- unsubscribes without a profile
+
+
+def suppress_unless_suppressed(
+    conn: sa.Connection,
+    workspace_id: str,
+    channel: SuppressionChannel,
+    address: str,
+    *,
+    source: str,
+    reason: str | None,
+    now: datetime,
+) -> bool:
+    """Adds a `manual` suppression of one address unless a suppression covers it already (its
+    own entry or a domain's), which then keeps its type and source: an unsubscribe must not
+    turn a hard bounce or a complaint into something weaker. True when it added one; an
+    address that does not normalize is an InvalidInput. For the unsubscribe of a recipient
+    without a profile to hold consent (tidings.unsubscribe)."""
+    kind, value = normalize_value(channel, address, SuppressionKind.ADDRESS)
+    if suppression_for(conn, workspace_id, channel.value, value) is not None:
+        return False
+    row = _new_row(
+        workspace_id,
+        (channel.value, kind.value, value),
+        SuppressionType.MANUAL.value,
+        source,
+        reason,
+        now,
+    )
+    inserted = conn.execute(
+        _insert(conn, suppressions)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "channel", "kind", "value"])
+    )
+    return bool(inserted.rowcount)

@@ -1,0 +1,1 @@
+"""Unsubscribe links: signed per-message tokens, their pages, and the consent change they make."""
