@@ -14,16 +14,20 @@ from tidings.ajo.api import router as ajo_router
 from tidings.audiences.api import router as audiences_router
 from tidings.campaigns.api import router as campaigns_router
 from tidings.channels.api import router as channels_router
+from tidings.channels.sms.api import router as sms_webhooks_router
 from tidings.console.pages import router as console_router
 from tidings.delivery.worker import Worker
 from tidings.executions.api import HOT_ROUTES as EXECUTION_HOT_ROUTES
 from tidings.executions.api import router as executions_router
+from tidings.feedback.api import router as feedback_router
+from tidings.feedback.mailbox import bounce_mailbox
 from tidings.operations.api import router as operations_router
 from tidings.operations.service import ReadinessProbe, WorkerState
 from tidings.profiles.api import router as profiles_router
 from tidings.rules.api import router as rules_router
 from tidings.runtime import Runtime
 from tidings.suppressions.api import router as suppressions_router
+from tidings.tracking.api import router as tracking_router
 from tidings.unsubscribe.api import router as unsubscribe_router
 from tidings.web import (
     BodySizeLimit,
@@ -46,12 +50,19 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         stop = asyncio.Event()
         task = asyncio.create_task(Worker(runtime).run(stop)) if with_worker else None
         worker.task = task
+        # The bounce mailbox goes with the in-process worker (`tidings serve`); scale-out
+        # shapes run `tidings bounces serve` once instead of one per API process.
+        mailbox = bounce_mailbox(runtime) if with_worker else None
+        if mailbox is not None:
+            await asyncio.to_thread(mailbox.start)
         try:
             yield
         finally:
             stop.set()
             if task is not None:
                 await task
+            if mailbox is not None:
+                await asyncio.to_thread(mailbox.stop)
 
     app = TidingsApp(
         title="Tidings",
@@ -83,6 +94,9 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         suppressions_router,
         rules_router,
         unsubscribe_router,
+        feedback_router,
+        sms_webhooks_router,
+        tracking_router,
         console_router,
         operations_router,
     ):

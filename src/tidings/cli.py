@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,7 @@ from tidings.delivery.worker import Worker
 from tidings.errors import TidingsError
 from tidings.executions import service as executions
 from tidings.executions.schemas import ExecutionCreate, Recipient, RecipientIdentity
+from tidings.feedback.mailbox import bounce_mailbox
 from tidings.profiles.commands import app as profiles_app
 from tidings.runtime import Runtime
 from tidings.suppressions import service as suppressions
@@ -51,6 +53,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(suppressions_app, name="suppressions")
 app.add_typer(profiles_app, name="profiles")
+bounces_app = typer.Typer(help="The bounce mailbox: an SMTP endpoint for DSN and ARF mail.")
+app.add_typer(bounces_app, name="bounces")
 # Piped into another program, tables keep whole values on one line instead of wrapping at 80.
 console = Console() if sys.stdout.isatty() else Console(width=200)
 
@@ -133,6 +137,32 @@ def worker() -> None:
         raise typer.Exit(1)
     console.print("worker running; Ctrl-C to stop")
     Worker(runtime).run_blocking()
+
+
+@bounces_app.command("serve")
+def bounces_serve() -> None:
+    """The bounce mailbox alone, on TIDINGS_BOUNCE_SMTP_PORT (for the scale-out shape; `tidings
+    serve` runs it itself when the port is set)."""
+    runtime = _runtime()
+    if not migrations.is_current(runtime.db):
+        console.print("[red]the database schema is not current: run `tidings migrate`[/red]")
+        raise typer.Exit(1)
+    mailbox = bounce_mailbox(runtime)
+    if mailbox is None:
+        console.print("[red]set TIDINGS_BOUNCE_SMTP_PORT to the port to listen on[/red]")
+        raise typer.Exit(2)
+    mailbox.start()
+    settings = runtime.settings
+    console.print(
+        f"bounce mailbox on {settings.bounce_smtp_host}:{settings.bounce_smtp_port}; Ctrl-C to stop"
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        mailbox.stop()
+        runtime.close()
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,20 @@ class Settings(BaseSettings):
     # Signs the links Tidings puts in messages (unsubscribe). Unset: a random key generated once
     # and kept in <data_dir>/secret_key; processes that do not share a data dir must set it.
     secret_key: str | None = None
+    # Provider feedback (tidings.feedback): the bounce mailbox's SMTP listener (off unset), the
+    # hosts SNS certificates and subscription URLs may come from, the SNS topics accepted
+    # (comma-separated ARNs; empty: any), and SendGrid's Event Webhook verification key.
+    bounce_smtp_host: str = "127.0.0.1"
+    bounce_smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    sns_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    sns_topic_arns: str = ""
+    sendgrid_webhook_public_key: str | None = None
+    # Base URL of Twilio's REST API; tests point it at a local server speaking its protocol.
+    twilio_api_base: str = "https://api.twilio.com"
+    # Base URL of FCM's HTTP v1 API, and of APNs (unset: Apple's production or sandbox host, as
+    # the configuration's apns_environment says); tests point them at local servers.
+    fcm_api_base: str = "https://fcm.googleapis.com"
+    apns_api_base: str | None = None
 
     @field_validator("bootstrap_api_key")
     @classmethod
@@ -70,6 +85,28 @@ class Settings(BaseSettings):
         if value is not None and len(value.strip()) < 32:
             raise ValueError("TIDINGS_SECRET_KEY must be at least 32 characters")
         return value.strip() if value is not None else None
+
+    @field_validator("sendgrid_webhook_public_key")
+    @classmethod
+    def _sendgrid_key_valid(cls, value: str | None) -> str | None:
+        # A key that cannot verify anything would refuse every event: say so at start.
+        from tidings.feedback.sendgrid import public_key
+
+        if value and value.strip():
+            public_key(value)
+            return value.strip()
+        return None
+
+    @field_validator("sns_host_pattern")
+    @classmethod
+    def _sns_host_pattern_valid(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"TIDINGS_SNS_HOST_PATTERN is not a regular expression: {exc}"
+            ) from None
+        return value
 
     @field_validator("smtp_url")
     @classmethod

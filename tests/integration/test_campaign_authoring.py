@@ -263,7 +263,7 @@ def test_subject_and_sms_are_not_html_escaped(tenant: Tenant):
         f"/v1/campaigns/{sms['id']}/preview",
         json={"profile": {"name": "A&B"}, "context": {"code": "<42>"}},
     ).json()["content"]
-    assert rendered == {"body": "Code for A&B: <42>"}
+    assert rendered == {"body": "Code for A&B: <42>", "media_urls": None}
 
 
 def test_hostile_template_ends_in_a_rendering_error(tenant: Tenant):

@@ -12,16 +12,27 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import dkim as dkimpy
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tidings.channels.adapters import Accepted, OutboundMessage, SendFailed, SendOutcome
+from tidings.channels.adapters import (
+    THROTTLED,
+    Accepted,
+    OutboundMessage,
+    SendFailed,
+    SendOutcome,
+)
+from tidings.channels.email import smtp
+from tidings.channels.email.dkim import dns_record
 from tidings.channels.email.smtp import SmtpAdapter, _Session
 
 pytestmark = pytest.mark.integration
@@ -61,6 +72,10 @@ class RecordingHandler:
     # Advertise PIPELINING (RFC 2920), as Postfix does; aiosmtpd reads pipelined commands
     # line by line either way, but the client only pipelines when it is offered.
     pipelining: bool = False
+    # Advertise STARTTLS without being able to do it (the server then answers 454).
+    false_starttls: bool = False
+    # Whether each transaction came over TLS.
+    tls: list[bool] = field(default_factory=list)
     _carried: dict[Any, int] = field(default_factory=dict)
 
     async def handle_EHLO(
@@ -74,6 +89,8 @@ class RecordingHandler:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
+        if self.false_starttls:
+            responses.insert(1, "250-STARTTLS")
         return responses
 
     async def handle_MAIL(
@@ -85,6 +102,7 @@ class RecordingHandler:
         mail_options: list[str],
     ) -> str:
         self.peers.add(session.peer)
+        self.tls.append(session.ssl is not None)
         self.transports.append(server.transport)
         limit = self.messages_per_session
         if limit is not None and self._carried.get(session.peer, 0) >= limit:
@@ -167,8 +185,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(*, pipelining: bool = False, **options: Any) -> Iterator[SmtpServer]:
-    handler = RecordingHandler(pipelining=pipelining)
+def running_server(
+    *,
+    pipelining: bool = False,
+    false_starttls: bool = False,
+    auth_require_tls: bool = False,
+    **options: Any,
+) -> Iterator[SmtpServer]:
+    handler = RecordingHandler(pipelining=pipelining, false_starttls=false_starttls)
     port = free_port()
     controller = Controller(
         handler,
@@ -176,7 +200,7 @@ def running_server(*, pipelining: bool = False, **options: Any) -> Iterator[Smtp
         port=port,
         authenticator=handler.authenticate,
         # AUTH is offered but not required; aiosmtpd refuses AUTH without TLS unless told.
-        auth_require_tls=False,
+        auth_require_tls=auth_require_tls,
         **options,
     )
     controller.start()
@@ -581,10 +605,12 @@ def test_starttls_when_required(certificate: Certificate):
         adapter = SmtpAdapter(tls_context=certificate.client_context(), local_hostname="c.test")
         [[accepted]] = send(adapter, [outbound(0, url=url)])
         # Without STARTTLS this server refuses the transaction.
-        [[refused]] = send(SmtpAdapter(local_hostname="c.test"), [outbound(1, url=server.url)])
+        plain = f"{server.url}?starttls=none"
+        [[refused]] = send(SmtpAdapter(local_hostname="c.test"), [outbound(1, url=plain)])
 
     assert isinstance(accepted, Accepted)
     assert len(server.handler.received) == 1
+    assert server.handler.tls == [True]
     failed = failure(refused)
     # The session, not the message, is refused: the URL can be fixed while the message waits.
     assert (failed.reason, failed.retryable) == ("smtp_530", True)
@@ -604,3 +630,141 @@ def test_the_adapter_runs_on_uvloop(smtp_server: SmtpServer):
     outcomes = uvloop.run(run())
     assert all(isinstance(outcome, Accepted) for outcome in outcomes), outcomes
     assert len(smtp_server.handler.received) == 6
+
+
+def test_starttls_is_used_when_offered_without_verifying_the_certificate(
+    certificate: Certificate,
+):
+    # An smtp:// URL without ?starttls= encrypts when the relay offers it, as MTAs do: the
+    # self-signed certificate is not trusted, yet TLS still beats plain text.
+    options = {"tls_context": certificate.server_context(), "auth_require_tls": True}
+    with running_server(**options) as server:
+        url = f"smtp://mailer:p%40ss%20w0rd@127.0.0.1:{server.port}"
+        [[accepted]] = send(SmtpAdapter(local_hostname="c.test"), [outbound(0, url=url)])
+
+    assert isinstance(accepted, Accepted)
+    # AUTH went over TLS: this server refuses it in plain text.
+    assert server.handler.logins == [("mailer", "p@ss w0rd")]
+    assert server.handler.tls == [True]
+
+
+def test_starttls_required_verifies_the_certificate_and_authenticates(certificate: Certificate):
+    options = {"tls_context": certificate.server_context(), "auth_require_tls": True}
+    with running_server(require_starttls=True, **options) as server:
+        url = f"smtp://mailer:p%40ss%20w0rd@127.0.0.1:{server.port}?starttls=required"
+        trusting = SmtpAdapter(tls_context=certificate.client_context(), local_hostname="c.test")
+        [[accepted]] = send(trusting, [outbound(0, url=url)])
+        [[refused]] = send(SmtpAdapter(local_hostname="c.test"), [outbound(1, url=url)])
+
+    assert isinstance(accepted, Accepted)
+    assert server.handler.logins == [("mailer", "p@ss w0rd")]
+    assert server.handler.tls == [True]
+    failed = failure(refused)
+    assert (failed.reason, failed.retryable) == ("tls_error", True)
+
+
+def test_opportunistic_starttls_that_fails_falls_back_to_plain_text():
+    with running_server(false_starttls=True) as server:
+        adapter = SmtpAdapter(local_hostname="c.test")
+        [outcomes] = send(adapter, [outbound(i, url=server.url) for i in range(3)])
+
+    assert all(isinstance(outcome, Accepted) for outcome in outcomes), outcomes
+    assert server.handler.tls == [False] * 3
+
+
+def test_starttls_none_never_upgrades(certificate: Certificate):
+    with running_server(tls_context=certificate.server_context()) as server:
+        url = f"{server.url}?starttls=none"
+        [[accepted]] = send(SmtpAdapter(local_hostname="c.test"), [outbound(0, url=url)])
+
+    assert isinstance(accepted, Accepted)
+    assert server.handler.tls == [False]
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_configuration_sets_its_pool_size(size: int):
+    with running_server() as server:
+        batch = [outbound(i, url=server.url) for i in range(12)]
+        batch = [replace(m, settings={**m.settings, "smtp_pool_size": size}) for m in batch]
+        [outcomes] = send(SmtpAdapter(pool_size=8, local_hostname="c.test"), batch)
+
+    assert all(isinstance(outcome, Accepted) for outcome in outcomes), outcomes
+    assert len(server.handler.peers) == size
+
+
+def test_a_configuration_rate_spaces_messages_and_hands_back_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(smtp, "MAX_THROTTLE_WAIT", 0.6)
+    with running_server(pipelining=True) as server:
+        batch = [outbound(i, url=server.url) for i in range(8)]
+        batch = [replace(m, settings={**m.settings, "smtp_rate_per_second": 5}) for m in batch]
+        started = time.monotonic()
+        [outcomes] = send(SmtpAdapter(pool_size=4, local_hostname="c.test"), batch)
+        elapsed = time.monotonic() - started
+
+    # Slots at 0, 0.2, 0.4 and 0.6 s; the others are more than 0.6 s away.
+    sent = [outcome for outcome in outcomes if isinstance(outcome, Accepted)]
+    assert len(sent) == 4 == len(server.handler.received)
+    assert 0.55 <= elapsed < 3
+    throttled = [failure(outcome) for outcome in outcomes[4:]]
+    assert all(f.reason == THROTTLED and f.retryable for f in throttled)
+    delays = [f.retry_after or 0 for f in throttled]
+    assert delays == sorted(delays) and delays[-1] - delays[0] == pytest.approx(0.6, abs=0.05)
+
+
+def test_style_blocks_are_inlined(smtp_server: SmtpServer):
+    html = (
+        "<html><head><style>p.note { color: #c00 } @media (max-width: 600px) { p { margin: 0 } }"
+        "</style></head><body><p class='note'>Bonjour é</p></body></html>"
+    )
+    message = outbound(0, url=smtp_server.url, subject="Hi", html=html)
+    [[outcome]] = send(SmtpAdapter(local_hostname="c.test"), [message])
+
+    assert isinstance(outcome, Accepted)
+    [received] = smtp_server.handler.received
+    parts = list(received.parsed().walk())
+    html_part = next(part for part in parts if part.get_content_type() == "text/html")
+    text_part = next(part for part in parts if part.get_content_type() == "text/plain")
+    sent = html_part.get_content()
+    assert 'style="color: #c00;"' in sent
+    assert "@media" in sent and "p.note" not in sent
+    assert text_part.get_content().strip() == "Bonjour é"
+
+
+def test_dkim_signed_messages_verify(smtp_server: SmtpServer):
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    message = outbound(0, url=smtp_server.url)
+    settings = {"dkim_domain": "example.com", "dkim_selector": "mail", "dkim_private_key": pem}
+    unsubscribe = {"List-Unsubscribe": "<https://t.test/u/1>", "List-Unsubscribe-Post": "x=y"}
+    message = replace(message, settings={**message.settings, **settings}, headers=unsubscribe)
+    [[outcome]] = send(SmtpAdapter(local_hostname="c.test"), [message])
+
+    assert isinstance(outcome, Accepted)
+    [received] = smtp_server.handler.received
+    record = dns_record(key).encode("ascii")
+    looked_up: list[bytes] = []
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        looked_up.append(name)
+        return record
+
+    assert dkimpy.verify(received.content, dnsfunc=dns)
+    assert looked_up == [b"mail._domainkey.example.com."]
+    signature = received.parsed()["DKIM-Signature"]
+    assert "list-unsubscribe" in signature and "list-unsubscribe-post" in signature
+
+
+def test_a_configuration_may_leave_style_blocks_alone(smtp_server: SmtpServer):
+    html = "<style>p { color: red }</style><p>x</p>"
+    message = outbound(0, url=smtp_server.url, subject="Hi", html=html)
+    message = replace(message, settings={**message.settings, "inline_css": False})
+    [[outcome]] = send(SmtpAdapter(local_hostname="c.test"), [message])
+
+    assert isinstance(outcome, Accepted)
+    [received] = smtp_server.handler.received
+    html_part = next(p for p in received.parsed().walk() if p.get_content_type() == "text/html")
+    assert html_part.get_content().strip() == html

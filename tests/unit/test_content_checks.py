@@ -145,11 +145,35 @@ def test_data_dependent_failures_are_warnings_not_errors():
 @pytest.mark.parametrize(
     ("channel", "raw", "expected"),
     [
-        (Channel.SMS, {"body": "Code {{ context.code }}"}, {"body": "Code 42"}),
+        (Channel.SMS, {"body": "Code {{ context.code }}"}, {"body": "Code 42", "media_urls": None}),
+        (
+            Channel.SMS,
+            {"body": "{{ context.code }}", "media_urls": ["https://cdn.example.com/{{ x }}.png"]},
+            {"body": "42", "media_urls": ["https://cdn.example.com/{{ x }}.png"]},
+        ),
         (
             Channel.PUSH,
             {"title": "Hi {{ profile.n }}", "body": "b", "data": {"k": "{{ context.code }}"}},
-            {"title": "Hi Z", "body": "b", "data": {"k": "42"}, "deeplink": None},
+            {
+                "title": "Hi Z",
+                "body": "b",
+                "data": {"k": "42"},
+                "deeplink": None,
+                "badge": None,
+                "sound": None,
+            },
+        ),
+        (
+            Channel.PUSH,
+            {"title": "{{ profile.n }}", "body": "b", "badge": 0, "sound": "{{ x }}.caf"},
+            {
+                "title": "Z",
+                "body": "b",
+                "data": None,
+                "deeplink": None,
+                "badge": 0,
+                "sound": "{{ x }}.caf",
+            },
         ),
     ],
 )

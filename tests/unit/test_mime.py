@@ -438,3 +438,57 @@ def test_the_line_length_check_agrees_with_splitting(lengths: list[int], ends_wi
     if ends_with_break:
         data += b"\r\n"
     assert mime._lines_fit(data) == (max(map(len, data.split(b"\r\n"))) <= 998)
+
+
+@pytest.mark.parametrize(
+    ("subject", "name", "body", "encoding"),
+    [
+        (
+            "ご注文ありがとうございます",
+            "山田商店",
+            "ご注文を承りました。\n発送までお待ちください。",
+            "base64",
+        ),
+        ("مرحبا بك في متجرنا", "متجر", "شكرا لك على طلبك.\nسنرسله قريبا.", "base64"),  # noqa: RUF001
+        (
+            "Your order 🎉📦 is on its way",
+            "Shop 🛍️",
+            "Thanks! 🎉\nSee you soon.",
+            "quoted-printable",
+        ),
+        (
+            "Ça arrive bientôt",
+            "Boutique Élise",
+            "Votre commande arrive bientôt.\nMerci.",
+            "quoted-printable",
+        ),
+    ],
+)
+def test_any_language_reads_back(subject: str, name: str, body: str, encoding: str):
+    raw = build(subject=subject, from_name=name, text=body, html=f"<p>{body}</p>")
+    check_wire_format(raw)
+    message = parse(raw)
+
+    assert message["Subject"] == subject
+    assert display_name(raw) == name
+    assert message["MIME-Version"] == "1.0"
+    assert message["Message-ID"] == "<0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b@example.com>"
+    assert message["Date"] is not None
+    assert message.get_content_type() == "multipart/alternative"
+    text_part, html_part = parts(message)
+    for part in (text_part, html_part):
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == encoding
+    assert same_lines(text_part.get_content()).strip() == body
+    assert body.split("\n")[0] in html_part.get_content()
+
+
+def test_derived_text_of_a_non_ascii_html_body():
+    html = (
+        "<h1>お知らせ</h1><p>詳しくは<a href='https://example.jp/お知らせ'>こちら</a>&nbsp;へ</p>"
+    )
+    message = parse(build(html=html, text=None))
+    text_part, _ = parts(message)
+    assert same_lines(text_part.get_content()).strip() == (
+        "お知らせ\n\n詳しくはこちら (https://example.jp/お知らせ) へ"
+    )

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tidings.channels.push.payload import MAX_PAYLOAD_BYTES, estimated_sizes
 from tidings.content.engine import TemplateEngine
-from tidings.content.schemas import Content, parse_content
+from tidings.content.schemas import Content, PushContent, parse_content
 from tidings.content.service import check_content, content_field, template_sources
 from tidings.errors import FieldError, InvalidInput
 from tidings.vocabulary import Category, Channel
@@ -85,10 +86,48 @@ def review_version(
 
         if high_throughput:
             _review_high_throughput_content(result, engine, content)
+        if isinstance(content, PushContent):
+            _review_push_payload(result, content, configuration)
 
     _review_audience(result, category, version["audience"], audience_exists)
     _review_schedule(result, version, now)
     return result
+
+
+def _review_push_payload(
+    result: ReviewResult, content: PushContent, configuration: Mapping[str, Any] | None
+) -> None:
+    """Measures the payload with the templates as written: an estimate, as rendering changes
+    the length. Over the limit, a content without templates can never fit (an error); one
+    with templates may still fit once rendered (a warning: a message that does not fails
+    with payload_too_large)."""
+    provider = "dev"
+    if configuration is not None and configuration["channel"] == Channel.PUSH.value:
+        provider = str(configuration["settings"].get("provider") or "dev")
+    sizes = estimated_sizes(content.model_dump(), provider)
+    over = {name: size for name, size in sizes.items() if size > MAX_PAYLOAD_BYTES}
+    if not over:
+        return
+    measured = ", ".join(f"{name.upper()} {size} bytes" for name, size in sorted(over.items()))
+    sources = template_sources(content).values()
+    templated = any("{{" in source or "{%" in source for source in sources)
+    if templated:
+        result.warnings.append(
+            FieldError(
+                "content",
+                f"the push payload is about {measured} before rendering, over the "
+                f"{MAX_PAYLOAD_BYTES}-byte limit; messages that stay over it once rendered "
+                "fail with payload_too_large",
+            )
+        )
+    else:
+        result.errors.append(
+            FieldError(
+                "content",
+                f"the push payload is {measured}, over the providers' {MAX_PAYLOAD_BYTES}-byte "
+                "limit",
+            )
+        )
 
 
 def _review_high_throughput_content(

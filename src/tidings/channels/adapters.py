@@ -61,6 +61,11 @@ class SendFailed(TidingsError):
 
 SendOutcome = Accepted | SendFailed
 
+# The reason of a SendFailed for a message the adapter did not try because the channel
+# configuration's own rate was reached: the deliverer postpones it by its retry_after without
+# counting an attempt.
+THROTTLED = "throttled"
+
 
 class ChannelAdapter(Protocol):
     """Sends batches of messages of one channel. Implementations keep their connections open

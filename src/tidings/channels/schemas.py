@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -17,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from tidings.channels.email.dkim import check_dns_name, load_private_key
+from tidings.channels.email.smtp import SmtpRelay
 from tidings.vocabulary import E164_PATTERN, Category, Channel
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,76}$")
@@ -53,6 +56,7 @@ def check_smtp_url(value: str) -> str:
         raise ValueError("has an invalid port") from None
     if port == 0:
         raise ValueError("has an invalid port")
+    SmtpRelay.from_url(value)  # its options (?starttls=); raises ValueError
     return value
 
 
@@ -90,7 +94,14 @@ class _Settings(BaseModel):
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
 
 
+def _check_dkim_key(value: str) -> str:
+    load_private_key(value)  # raises ValueError saying what is wrong
+    return value
+
+
 class EmailSettings(_Settings):
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("dkim_private_key",)
+
     from_address: EmailStr
     from_name: Annotated[str, AfterValidator(_check_single_line)] | None = Field(
         default=None, max_length=200
@@ -111,10 +122,61 @@ class EmailSettings(_Settings):
         description="Transactional configurations only: send to addresses suppressed for a "
         "spam complaint (every other suppression still blocks). Ignored for marketing.",
     )
+    inline_css: bool = Field(
+        default=True,
+        description="Copy the rules of <style> blocks into style attributes, which is all many "
+        "mail clients read; HTML without <style> is left as it is",
+    )
+    smtp_pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="SMTP sessions kept open to the relay by each worker process (default 4)",
+    )
+    smtp_rate_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description="Most messages a second each worker process sends through this "
+        "configuration's relay; unset: as fast as the relay takes them",
+    )
+    dkim_domain: Annotated[str, AfterValidator(check_dns_name)] | None = Field(
+        default=None, max_length=253, description="d= of the DKIM signature"
+    )
+    dkim_selector: Annotated[str, AfterValidator(check_dns_name)] | None = Field(
+        default=None,
+        max_length=253,
+        description="s= of the DKIM signature: the key is published at "
+        "<selector>._domainkey.<domain>",
+    )
+    dkim_private_key: Annotated[str, AfterValidator(_check_dkim_key)] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="PEM private key, RSA (2048 bits advised) or Ed25519; write-only",
+    )
+
+    @model_validator(mode="after")
+    def _dkim_complete(self) -> EmailSettings:
+        given = [self.dkim_domain, self.dkim_selector, self.dkim_private_key]
+        if any(given) and not all(given):
+            raise ValueError("DKIM needs dkim_domain, dkim_selector and dkim_private_key together")
+        return self
+
+
+def _check_body_template(value: dict[str, Any]) -> dict[str, Any]:
+    if len(orjson.dumps(value)) > 10_000:
+        raise ValueError("must be at most 10,000 bytes of JSON")
+    return value
+
+
+def _check_header_name(value: str) -> str:
+    if not HEADER_NAME.match(value):
+        raise ValueError(f"'{value}' is not a valid header name")
+    return value
 
 
 class SmsSettings(_Settings):
-    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("auth_token",)
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("auth_token", "auth_header_value")
 
     provider: Literal["twilio", "generic", "dev"] = "dev"
     from_number: E164 | None = None
@@ -122,6 +184,23 @@ class SmsSettings(_Settings):
     account_sid: str | None = Field(default=None, max_length=64)
     auth_token: str | None = Field(default=None, max_length=256)
     endpoint_url: HttpUrl | None = None
+    # The generic provider (channels/sms/generic.py): how a message is sent to endpoint_url.
+    http_method: Literal["POST", "PUT"] = "POST"
+    body_template: Annotated[dict[str, Any], AfterValidator(_check_body_template)] | None = Field(
+        default=None,
+        description="JSON body; strings may hold {{to}}, {{from}}, {{body}}, {{message_id}}; "
+        'a string "{{media_urls}}" becomes the list of media URLs. '
+        'Default {"to": "{{to}}", "from": "{{from}}", "body": "{{body}}"}.',
+    )
+    auth_header_name: Annotated[str, AfterValidator(_check_header_name)] | None = None
+    auth_header_value: Annotated[str, AfterValidator(_check_single_line)] | None = Field(
+        default=None, max_length=4096
+    )
+    id_path: str = Field(
+        default="id",
+        max_length=200,
+        description="Dotted path of the provider's message id in its JSON answer",
+    )
 
     @model_validator(mode="after")
     def _provider_needs(self) -> SmsSettings:
@@ -159,6 +238,21 @@ class PushSettings(_Settings):
         missing = [name for name in required if not getattr(self, name)]
         if missing:
             raise ValueError(f"{self.provider} needs " + ", ".join(missing))
+        # Credentials that cannot sign are refused now rather than at every send.
+        from tidings.channels.push.fcm import ServiceAccount
+        from tidings.channels.push.jwt import check_p256_key, check_rsa_key
+
+        if self.provider == "fcm" and self.fcm_service_account_json:
+            account = ServiceAccount.parse(self.fcm_service_account_json)
+            try:
+                check_rsa_key(account.private_key)
+            except ValueError as exc:
+                raise ValueError(f"fcm_service_account_json: {exc}") from None
+        if self.provider == "apns" and self.apns_private_key:
+            try:
+                check_p256_key(self.apns_private_key)
+            except ValueError as exc:
+                raise ValueError(f"apns_private_key: {exc}") from None
         return self
 
 

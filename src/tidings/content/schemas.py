@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tidings.errors import FieldError, InvalidInput
 from tidings.vocabulary import Channel
@@ -22,15 +23,51 @@ class EmailContent(_Content):
     text: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
+def _check_media_url(value: str) -> str:
+    # Twilio fetches it from the internet: only https, and a host to fetch it from.
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("must be an https:// URL")
+    return value
+
+
+MediaUrl = Annotated[str, Field(max_length=2000), AfterValidator(_check_media_url)]
+
+
 class SmsContent(_Content):
     body: str | None = Field(default=None, max_length=10_000)
+    media_urls: list[MediaUrl] | None = Field(
+        default=None,
+        max_length=10,
+        description="Images and other media sent with the text (MMS), as authored: no templates",
+    )
+
+
+def _check_push_data(value: dict[str, str]) -> dict[str, str]:
+    # Keys the providers keep for themselves: FCM refuses a message that uses them, and APNs
+    # reads `aps` as its own dictionary.
+    for key in value:
+        if not key or key in ("aps", "from", "message_type") or key.startswith(("google", "gcm")):
+            raise ValueError(f"'{key}' is reserved by the push providers; choose another key")
+    return value
 
 
 class PushContent(_Content):
     title: str | None = Field(default=None, max_length=1000)
     body: str | None = Field(default=None, max_length=4000)
-    data: dict[str, str] | None = Field(default=None, max_length=100)
+    data: Annotated[dict[str, str], AfterValidator(_check_push_data)] | None = Field(
+        default=None, max_length=100
+    )
     deeplink: str | None = Field(default=None, max_length=2000)
+    badge: int | None = Field(
+        default=None, ge=0, le=99_999, description="App icon badge count, as authored"
+    )
+    sound: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description='Sound to play ("default" or a sound file of the app), as authored',
+    )
 
 
 Content = EmailContent | SmsContent | PushContent

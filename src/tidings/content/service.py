@@ -198,6 +198,12 @@ def render_content(
             result[field] = text
     for name in _declared_fields(content):
         result.setdefault(name, None)
+    if isinstance(content, SmsContent) and content.media_urls:
+        # Not templates: MMS media URLs go as authored.
+        result["media_urls"] = list(content.media_urls)
+    if isinstance(content, PushContent):
+        # Not templates: the badge is a number and the sound names a file of the app.
+        result["badge"], result["sound"] = content.badge, content.sound
     return result
 
 

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from tidings.channels.adapters import Accepted, ChannelAdapter, OutboundMessage
+from tidings.channels.adapters import THROTTLED, Accepted, ChannelAdapter, OutboundMessage
+from tidings.channels.email.mime import html_to_text
 from tidings.clock import utcnow
 from tidings.content.engine import RenderingError
 from tidings.content.schemas import Content, parse_content
@@ -21,6 +22,8 @@ from tidings.delivery.state import ExclusionReason
 from tidings.errors import InvalidInput
 from tidings.rules.enforcement import Exclusion, Hold
 from tidings.runtime import Runtime
+from tidings.tracking.rewrite import Tracker
+from tidings.tracking.tokens import TrackingTokens
 from tidings.unsubscribe.tokens import UnsubscribeTokens
 from tidings.vocabulary import Category, Channel
 
@@ -93,6 +96,7 @@ class Deliverer:
         self.rates = RateLimiter()
         self.unset_consent = settings.unset_consent
         self.unsubscribe_tokens = UnsubscribeTokens(runtime.secret_key)
+        self.tracker = Tracker(TrackingTokens(runtime.secret_key), settings.resolved_public_url)
         self._contents: dict[str, Content] = {}
 
     async def run_once(self) -> int:
@@ -213,6 +217,21 @@ class Deliverer:
                     (message.id, ExclusionReason.RENDERING_ERROR.value, exc.detail)
                 )
                 continue
+            tracking = message.settings or {}
+            if message.channel == Channel.EMAIL and (
+                tracking.get("click_tracking") or tracking.get("open_tracking")
+            ):
+                # The HTML part only: the plain-text part keeps its links as written, so one
+                # derived from the HTML is derived before the links are rewritten.
+                if not rendered.get("text") and rendered.get("html"):
+                    rendered["text"] = html_to_text(rendered["html"])
+                rendered["html"] = self.tracker.apply(
+                    rendered["html"] or "",
+                    message.workspace_id,
+                    message.id,
+                    clicks=bool(tracking.get("click_tracking")),
+                    opens=bool(tracking.get("open_tracking")),
+                )
             headers: dict[str, str] = {}
             if message.channel == Channel.EMAIL and message.category == Category.MARKETING:
                 # RFC 2369's link and RFC 8058's one-click: mailboxes offer their own
@@ -257,6 +276,11 @@ class Deliverer:
         for result in results:
             if isinstance(result, Accepted):
                 outcomes.sent.append((result.message_id, result.provider_message_id))
+                continue
+            if result.reason == THROTTLED:
+                # Not tried: the configuration's rate decides when, not the retry policy.
+                wait = timedelta(seconds=result.retry_after or 1.0)
+                outcomes.postponed.append((result.message_id, now + wait))
                 continue
             delay = (
                 self.retries.delay(attempts[result.message_id], result.retry_after)

@@ -47,12 +47,24 @@ log = logging.getLogger("tidings.worker")
 
 def default_adapters(runtime: Runtime) -> dict[Channel, ChannelAdapter]:
     from tidings.channels.email.smtp import SmtpAdapter
+    from tidings.channels.push.adapter import DatabaseInvalidTokens, PushAdapter
+    from tidings.channels.sms.adapter import DatabaseSegmentRecorder, SmsAdapter
 
     sink = DevSinkAdapter()
     return {
         Channel.EMAIL: SmtpAdapter(default_smtp_url=runtime.settings.smtp_url),
-        Channel.SMS: sink,
-        Channel.PUSH: sink,
+        Channel.SMS: SmsAdapter(
+            public_url=runtime.settings.resolved_public_url,
+            twilio_api_base=runtime.settings.twilio_api_base,
+            recorder=DatabaseSegmentRecorder(runtime.db),
+            dev=sink,
+        ),
+        Channel.PUSH: PushAdapter(
+            fcm_api_base=runtime.settings.fcm_api_base,
+            apns_api_base=runtime.settings.apns_api_base,
+            invalid_tokens=DatabaseInvalidTokens(runtime.db),
+            dev=sink,
+        ),
     }
 
 

@@ -63,8 +63,13 @@ messages = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("sent_at", UTCDateTime(), nullable=True),
+    # SMS: how the body went on the air (gsm7, ucs2) and how many segments it cost (0009).
+    sa.Column("sms_encoding", sa.String(8), nullable=True),
+    sa.Column("sms_segments", sa.Integer(), nullable=True),
     sa.Index("ix_messages_state_due", "state", "due_at"),
     sa.Index("ix_messages_execution", "execution_id", "id"),
+    # Provider callbacks (Twilio's status callback) find their message by the provider's id.
+    sa.Index("ix_messages_provider_message_id", "provider_message_id"),
 )
 
 idempotency_keys = sa.Table(

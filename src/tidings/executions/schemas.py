@@ -114,6 +114,10 @@ class MessageOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None
+    sms_encoding: str | None = Field(
+        default=None, description="SMS sent: gsm7 or ucs2, the encoding its body needed"
+    )
+    sms_segments: int | None = Field(default=None, description="SMS sent: segments it cost")
 
 
 class MessageList(BaseModel):

@@ -961,3 +961,21 @@ def set_channel_consent(
         .values(consent=consent, updated_at=now)
     )
     return entry
+
+
+# ---------------------------------------------------------------- tokens a provider refused
+
+
+def forget_push_token(
+    conn: sa.Connection, workspace_id: str, token: str, app_id: str | None = None
+) -> int:
+    """Removes a token the push provider called invalid from whichever profile of the
+    workspace holds it (of `app_id`, or of every app when None); how many rows went. Zero is
+    no error: the profile may have been erased, or the token removed meanwhile."""
+    query = profile_push_tokens.delete().where(
+        profile_push_tokens.c.workspace_id == workspace_id,
+        profile_push_tokens.c.token_hash == _token_hash(token),
+    )
+    if app_id is not None:
+        query = query.where(profile_push_tokens.c.app_id == app_id)
+    return conn.execute(query).rowcount

@@ -74,7 +74,8 @@ _HTML_PART = b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encodi
 class MessageBuildError(ValueError):
     """The message cannot be written as given; retrying the same input cannot help.
 
-    `reason` is a stable code: invalid_address, invalid_header, invalid_message_id, empty_body.
+    `reason` is a stable code: invalid_address, invalid_header, invalid_message_id, empty_body,
+    and from the SMTP adapter dkim_error.
     """
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -1,6 +1,7 @@
 """Email delivery through SMTP relays over pools of persistent connections.
 
-One pool per distinct relay URL, `pool_size` connections each, opened on first use and kept
+One pool per distinct relay URL and configuration limits (`smtp_pool_size` connections, default
+`pool_size`; `smtp_rate_per_second`, messages spaced evenly), opened on first use and kept
 open between batches: a new session per message costs a TCP (and maybe TLS) handshake, EHLO and
 AUTH, and more than halves throughput. A connection carries one message at a time; a batch is
 spread over the pool's connections concurrently.
@@ -12,8 +13,9 @@ the next message's MAIL FROM, RCPT TO and DATA, so that a message costs one writ
 trip on a busy connection (a socket write cost more CPU than building the message). The reply
 to the content comes first and decides that message alone: the end of its data ends its
 transaction whatever the reply (RFC 5321 4.1.1.4), and the replies that follow are the next
-message's. The message bytes come from mime.build_message, already with CRLF line endings,
-and are only dot-stuffed. aiosmtplib spent several times as much CPU per message
+message's. The message bytes come from mime.build_message (after css.inline_css, and signed by
+dkim.sign when the configuration has a key), already with CRLF line endings, and are only
+dot-stuffed. aiosmtplib spent several times as much CPU per message
 (one write and one round trip per command, two regular-expression passes over each message),
 and on `tidings serve` that CPU is taken from the API, which shares the process.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import socket
 import ssl
@@ -41,18 +44,33 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tidings.channels.adapters import Accepted, OutboundMessage, SendFailed, SendOutcome
+from tidings.channels.adapters import (
+    THROTTLED,
+    Accepted,
+    OutboundMessage,
+    SendFailed,
+    SendOutcome,
+)
+from tidings.channels.email import dkim
+from tidings.channels.email.css import inline_css
 from tidings.channels.email.mime import MessageBuildError, build_message, envelope
 
 __all__ = ["SmtpAdapter", "SmtpRelay"]
 
+log = logging.getLogger("tidings.smtp")
+
 DEFAULT_POOL_SIZE = 4
+STARTTLS_MODES = ("required", "opportunistic", "none")
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 30.0
 # Relays drop idle sessions (Postfix after 300 s) and middleboxes may do so silently, which
 # would cost the next message a full command timeout: older sessions are replaced instead.
 IDLE_TIMEOUT = 60.0
 QUIT_TIMEOUT = 5.0
+PLAIN_FALLBACK_SECONDS = 3600.0
+# The longest a message waits for its turn under a configuration's rate before it is handed back
+# to be sent later (THROTTLED), so that a batch is not held for minutes.
+MAX_THROTTLE_WAIT = 5.0
 
 _QUEUED_AS = re.compile(r"queued as ([^\s;,]+)", re.IGNORECASE)
 # RFC 4954's replies about the session's authentication (or, for 530, often its missing TLS).
@@ -63,10 +81,12 @@ _SESSION_REFUSALS = frozenset({530, 534, 535, 538})
 class SmtpRelay:
     """Where and how to open a session, read from an smtp:// or smtps:// URL.
 
-    smtps:// is TLS from the first byte (port 465 by default); smtp:// is plain (port 25), or
-    upgraded with STARTTLS when the URL ends with `?starttls=required` (port 587 by default), in
-    which case a relay that does not offer it is an error. User and password, percent-decoded,
-    are used for AUTH.
+    smtps:// is TLS from the first byte (port 465 by default), its certificate verified.
+    smtp:// (port 25, or 587 with STARTTLS required) takes `?starttls=`: `required` (the relay
+    must offer STARTTLS and present a valid certificate), `opportunistic` (the default: STARTTLS
+    when offered, without verifying the certificate, as MTAs do between themselves (RFC 7435),
+    since the alternative is no encryption at all; a relay whose TLS fails is then used in
+    plain text) or `none`. User and password, percent-decoded, are used for AUTH.
     """
 
     hostname: str
@@ -75,6 +95,7 @@ class SmtpRelay:
     start_tls: bool
     username: str | None
     password: str | None
+    opportunistic_tls: bool = False
 
     @classmethod
     def from_url(cls, url: str) -> SmtpRelay:
@@ -85,22 +106,25 @@ class SmtpRelay:
         if not parts.hostname:
             raise ValueError("the SMTP relay URL names no host")
         query = parse_qs(parts.query, keep_blank_values=True)
-        starttls = query.pop("starttls", ["none"])
-        if query or len(starttls) != 1 or starttls[0] not in ("required", "none"):
-            raise ValueError("the only option of an SMTP relay URL is starttls=required")
-        start_tls = starttls[0] == "required"
-        if start_tls and scheme == "smtps":
-            raise ValueError("starttls=required goes with smtp://; smtps:// is TLS throughout")
+        starttls = query.pop("starttls", [None])
+        if query or len(starttls) != 1 or starttls[0] not in (*STARTTLS_MODES, None):
+            raise ValueError(
+                "the only option of an SMTP relay URL is starttls=required|opportunistic|none"
+            )
+        if starttls[0] is not None and scheme == "smtps":
+            raise ValueError("starttls= goes with smtp://; smtps:// is TLS throughout")
+        mode = starttls[0] or "opportunistic"
         port = parts.port  # raises ValueError when out of range
         if not port:
-            port = 465 if scheme == "smtps" else 587 if start_tls else 25
+            port = 465 if scheme == "smtps" else 587 if mode == "required" else 25
         return cls(
             hostname=parts.hostname,
             port=port,
             use_tls=scheme == "smtps",
-            start_tls=start_tls,
+            start_tls=scheme == "smtp" and mode == "required",
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
+            opportunistic_tls=scheme == "smtp" and mode == "opportunistic",
         )
 
 
@@ -165,7 +189,7 @@ class SmtpAdapter:
         self.pool_size = pool_size
         self._options = _Options(connect_timeout, command_timeout, idle_timeout, tls_context)
         self._local_hostname = local_hostname
-        self._pools: dict[str, _Pool] = {}
+        self._pools: dict[tuple[str, int, float | None], _Pool] = {}
 
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
         outcomes: list[SendOutcome | None] = [None] * len(messages)
@@ -181,7 +205,11 @@ class SmtpAdapter:
                 )
                 continue
             try:
-                pool = await self._pool(str(url))
+                pool = await self._pool(
+                    str(url),
+                    _positive(message.settings.get("smtp_pool_size"), int) or self.pool_size,
+                    _positive(message.settings.get("smtp_rate_per_second"), float),
+                )
             except ValueError as exc:
                 outcomes[index] = SendFailed(
                     message.message_id, "invalid_smtp_url", str(exc), retryable=False
@@ -203,22 +231,58 @@ class SmtpAdapter:
         # caller's event loop may end.
         await asyncio.sleep(0)
 
-    async def _pool(self, url: str) -> _Pool:
-        pool = self._pools.get(url)
+    async def _pool(self, url: str, size: int, rate: float | None) -> _Pool:
+        """The pool of a relay URL with a configuration's size and rate: configurations that
+        name the same relay with the same limits share one."""
+        key = (url, size, rate)
+        pool = self._pools.get(key)
         if pool is None:
             relay = SmtpRelay.from_url(url)
             if self._local_hostname is None:
                 # Looked up once (in a thread: it may query DNS) rather than per connection.
                 self._local_hostname = await asyncio.to_thread(socket.getfqdn)
-            pool = _Pool(relay, self.pool_size, self._options, self._local_hostname)
-            self._pools[url] = pool
+            throttle = _Throttle(rate) if rate else None
+            pool = _Pool(relay, size, self._options, self._local_hostname, throttle)
+            self._pools[key] = pool
         return pool
+
+
+class _Throttle:
+    """Spaces messages `1 / rate` seconds apart (no bursts: relays that limit a rate often count
+    over short windows). Each message reserves the next free slot."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0
+
+    def reserve(self, *, wait: bool = True) -> float | None:
+        """Seconds until the reserved slot; None when `wait` is False and it is not now, or
+        when it is more than MAX_THROTTLE_WAIT away (nothing is reserved then)."""
+        now = time.monotonic()
+        slot = max(now, self._next)
+        delay = slot - now
+        if delay > (MAX_THROTTLE_WAIT if wait else 0.0):
+            return None
+        self._next = slot + self.interval
+        return delay
+
+    def delay_of(self, position: int) -> float:
+        """Seconds until the slot of the position-th message after those reserved."""
+        return max(0.0, self._next - time.monotonic()) + position * self.interval
 
 
 class _Pool:
     """The sessions to one relay; idle ones wait in a queue, so concurrent batches share them."""
 
-    def __init__(self, relay: SmtpRelay, size: int, options: _Options, local_hostname: str) -> None:
+    def __init__(
+        self,
+        relay: SmtpRelay,
+        size: int,
+        options: _Options,
+        local_hostname: str,
+        throttle: _Throttle | None = None,
+    ) -> None:
+        self._throttle = throttle
         self._connections = [_Connection(relay, options, local_hostname) for _ in range(size)]
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
         for connection in self._connections:
@@ -243,29 +307,73 @@ class _Pool:
         # went out with that one's content.
         mine: deque[_Prepared] = deque()
 
-        def take() -> _Prepared | None:
-            """The next message that can be written, into `mine`; those that cannot are failed
-            on the spot."""
+        throttle = self._throttle
+
+        def prepare(job: _Job) -> _Prepared | None:
+            """The message written out, into `mine`; one that cannot be is failed on the spot."""
+            try:
+                raw, sender, recipients = _serialize(job.message)
+            except MessageBuildError as exc:
+                outcomes[job.index] = SendFailed(
+                    job.message.message_id, exc.reason, exc.detail, retryable=False
+                )
+                return None
+            prepared = _Prepared(job.index, job.message.message_id, raw, sender, recipients)
+            mine.append(prepared)
+            return prepared
+
+        def ahead() -> _Prepared | None:
+            """The next message, to pipeline behind the current one: only when its turn under
+            the configuration's rate is now."""
             while pending:
-                job = pending.popleft()
-                try:
-                    raw, sender, recipients = _serialize(job.message)
-                except MessageBuildError as exc:
-                    outcomes[job.index] = SendFailed(
-                        job.message.message_id, exc.reason, exc.detail, retryable=False
-                    )
-                    continue
-                prepared = _Prepared(job.index, job.message.message_id, raw, sender, recipients)
-                mine.append(prepared)
-                return prepared
+                if throttle is not None and throttle.reserve(wait=False) is None:
+                    return None
+                prepared = prepare(pending.popleft())
+                if prepared is not None:
+                    return prepared
             return None
 
+        async def take() -> bool:
+            """Whether a next message is in `mine`, after waiting for its turn."""
+            while pending:
+                if throttle is not None and not down:
+                    delay = throttle.reserve()
+                    if delay is None:
+                        self._postpone(pending, outcomes, throttle)
+                        return False
+                    job = pending.popleft()
+                    if delay:
+                        await asyncio.sleep(delay)
+                else:
+                    job = pending.popleft()
+                if prepare(job) is not None:
+                    return True
+            return False
+
         try:
-            while mine or take():
+            while mine or await take():
                 message = mine.popleft()
-                outcomes[message.index] = await self._send_one(connection, message, down, take)
+                outcomes[message.index] = await self._send_one(connection, message, down, ahead)
         finally:
             self._idle.put_nowait(connection)
+
+    @staticmethod
+    def _postpone(
+        pending: deque[_Job], outcomes: list[SendOutcome | None], throttle: _Throttle
+    ) -> None:
+        """Fails the messages whose turn is too far off as THROTTLED, each with the delay of
+        its turn: holding them would hold the batch (and the claim on it) as long."""
+        position = 0
+        while pending:
+            job = pending.popleft()
+            outcomes[job.index] = SendFailed(
+                job.message.message_id,
+                THROTTLED,
+                "the channel configuration's SMTP rate is reached",
+                retryable=True,
+                retry_after=throttle.delay_of(position),
+            )
+            position += 1
 
     async def _send_one(
         self,
@@ -306,6 +414,22 @@ class _Refused(Exception):
 
 class _Unsupported(Exception):
     """The relay lacks what the URL requires (STARTTLS, an AUTH mechanism)."""
+
+
+class _TlsFailed(Exception):
+    """Opportunistic STARTTLS failed: the session is opened again in plain text."""
+
+
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+# Opportunistic TLS encrypts without authenticating the relay (RFC 7435); made once, as
+# loading the default trust store for each session would cost more than the handshake.
+_UNVERIFIED = _unverified_context()
 
 
 # (code, text): the text's lines joined with "\\n", as relays' multi-line replies read.
@@ -484,6 +608,8 @@ class _Connection:
         self._local_hostname = local_hostname
         self._session: _Session | None = None
         self._last_used = 0.0
+        # Until when opportunistic STARTTLS is not tried again after it failed.
+        self._plain_until = 0.0
         # The next message, when its commands were written after this one's content, and the
         # session they went on.
         self._ahead: tuple[_Prepared, _Session] | None = None
@@ -595,9 +721,21 @@ class _Connection:
                 return False, session
             self.discard()
         relay = self._relay
-        session = _Session(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        session = _Session(loop)
         try:
-            await self._handshake(session)
+            try:
+                await self._handshake(session)
+            except _TlsFailed as exc:
+                # Opportunistic TLS falls back to what it would have been without the offer,
+                # for a while, rather than leaving the relay unusable (RFC 7435).
+                session.abort()
+                self._plain_until = time.monotonic() + PLAIN_FALLBACK_SECONDS
+                log.warning(
+                    "STARTTLS with %s failed, sending in plain text: %s", relay.hostname, exc
+                )
+                session = _Session(loop)
+                await self._handshake(session)
         except _Refused as exc:
             session.abort()
             raise _RelayDown(
@@ -644,18 +782,35 @@ class _Connection:
                 raise _Unsupported(
                     f"{relay.hostname} does not offer STARTTLS, which the URL requires"
                 )
-            await self._expect(session, b"STARTTLS\r\n", 220, timeout)
-            assert session.transport is not None and context is not None
-            async with asyncio.timeout(options.connect_timeout):
-                transport = await loop.start_tls(
-                    session.transport, session, context, server_hostname=relay.hostname
-                )
-            if transport is None:
-                raise _Closed("the connection closed during the TLS handshake")
-            session.transport = transport
-            await self._hello(session)
+            assert context is not None
+            await self._start_tls(session, context, relay.hostname)
+        elif (
+            relay.opportunistic_tls
+            and "STARTTLS" in session.extensions
+            and time.monotonic() >= self._plain_until
+        ):
+            try:
+                await self._start_tls(session, _UNVERIFIED, None)
+            except (_Refused, ssl.SSLError, OSError, TimeoutError) as exc:
+                raise _TlsFailed(_describe(exc)) from exc
         if relay.username is not None:
             await self._authenticate(session, relay.username, relay.password or "")
+
+    async def _start_tls(
+        self, session: _Session, context: ssl.SSLContext, hostname: str | None
+    ) -> None:
+        """STARTTLS, the handshake, and EHLO again (RFC 3207: what was said before is void)."""
+        options = self._options
+        await self._expect(session, b"STARTTLS\r\n", 220, options.command_timeout)
+        assert session.transport is not None
+        async with asyncio.timeout(options.connect_timeout):
+            transport = await asyncio.get_running_loop().start_tls(
+                session.transport, session, context, server_hostname=hostname
+            )
+        if transport is None:
+            raise _Closed("the connection closed during the TLS handshake")
+        session.transport = transport
+        await self._hello(session)
 
     async def _hello(self, session: _Session) -> None:
         timeout = self._options.command_timeout
@@ -786,6 +941,7 @@ def _serialize(message: OutboundMessage) -> tuple[bytes, bytes, list[bytes]]:
     for headers in (settings.get("headers") or {}, message.headers):
         for name, value in _headers(headers).items():
             merged[name.lower()] = (name, value)
+    html = _text(content.get("html"))
     raw = build_message(
         message_id=message.message_id,
         from_address=from_address,
@@ -793,12 +949,50 @@ def _serialize(message: OutboundMessage) -> tuple[bytes, bytes, list[bytes]]:
         to=message.to,
         reply_to=_text(settings.get("reply_to")),
         subject=_text(content.get("subject")) or "",
-        html=_text(content.get("html")),
+        html=inline_css(html) if html and settings.get("inline_css", True) else html,
         text=_text(content.get("text")),
         headers=dict(merged.values()),
     )
+    if settings.get("dkim_private_key"):
+        raw = dkim.sign(raw, _dkim_key(settings))
     sender, recipients = envelope(from_address=from_address, to=message.to)
     return raw, sender.encode("ascii"), [recipient.encode("ascii") for recipient in recipients]
+
+
+# Parsed DKIM keys by configuration (domain, selector, PEM): loading an RSA key checks it, which
+# costs milliseconds. Bounded by the configurations in use; cleared if that ever grows large.
+_DKIM_KEYS: dict[tuple[str, str, str], dkim.DkimKey] = {}
+_MAX_DKIM_KEYS = 1000
+
+
+def _dkim_key(settings: Mapping[str, Any]) -> dkim.DkimKey:
+    domain, selector = settings.get("dkim_domain"), settings.get("dkim_selector")
+    pem = settings.get("dkim_private_key")
+    if not (isinstance(domain, str) and isinstance(selector, str) and isinstance(pem, str)):
+        raise MessageBuildError(
+            "dkim_error", "DKIM needs dkim_domain, dkim_selector and dkim_private_key"
+        )
+    key = _DKIM_KEYS.get((domain, selector, pem))
+    if key is None:
+        try:
+            key = dkim.DkimKey(
+                dkim.check_dns_name(domain),
+                dkim.check_dns_name(selector),
+                dkim.load_private_key(pem),
+            )
+        except ValueError as exc:
+            raise MessageBuildError("dkim_error", f"the DKIM key is not usable: {exc}") from None
+        if len(_DKIM_KEYS) >= _MAX_DKIM_KEYS:
+            _DKIM_KEYS.clear()
+        _DKIM_KEYS[(domain, selector, pem)] = key
+    return key
+
+
+def _positive(value: Any, kind: type[int] | type[float]) -> Any:
+    """A configuration's pool size or rate when it is a positive number, else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return kind(value)
+    return None
 
 
 def _text(value: Any) -> str | None:

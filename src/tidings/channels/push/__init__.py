@@ -1,0 +1,1 @@
+"""Push notifications: Firebase Cloud Messaging (HTTP v1) and APNs (token-based, HTTP/2)."""

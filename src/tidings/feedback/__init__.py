@@ -1,0 +1,1 @@
+"""Provider feedback: bounces, complaints and deliveries from DSNs, ARF reports and webhooks."""
