@@ -1,68 +1,22 @@
-"""What the SMS providers share: one HTTP client's limits, and classifying an HTTP answer.
-
-Every provider speaks HTTP; a 2xx is accepted, 408, 429 and 5xx are worth another try later
-(after the Retry-After the provider asked for, if any), any other status is permanent. A
-connection that fails or times out is transient: the message may have left (a timeout after
-the request was written), which is the same at-least-once bound the SMTP adapter states.
-"""
+"""The SMS providers' HTTP client: limits for one adapter, and the shared classification."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-
 import httpx
 
-from tidings.channels.adapters import SendFailed
+from tidings.channels.http import (
+    MAX_RETRY_AFTER,
+    is_transient,
+    retry_after,
+    transport_failure,
+)
+from tidings.channels.http import new_client as _new_client
 
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 15.0
+__all__ = ["MAX_RETRY_AFTER", "is_transient", "new_client", "retry_after", "transport_failure"]
+
 MAX_CONNECTIONS = 16
-# A Retry-After beyond this is taken as this: the retry policy's own ceiling still applies.
-MAX_RETRY_AFTER = 3600.0
 
 
 def new_client() -> httpx.AsyncClient:
-    """One client per adapter: explicit timeouts and pool limits, redirects never followed (a
-    provider that redirects a POST is misconfigured, and following could leak credentials)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT, pool=READ_TIMEOUT),
-        limits=httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-        ),
-        follow_redirects=False,
-    )
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER)
-
-
-def is_transient(status: int) -> bool:
-    return status in (408, 429) or status >= 500
-
-
-def transport_failure(message_id: str, exc: httpx.HTTPError, provider: str) -> SendFailed:
-    if isinstance(exc, httpx.TimeoutException):
-        return SendFailed(
-            message_id, "timeout", f"{provider} did not answer in time", retryable=True
-        )
-    return SendFailed(
-        message_id,
-        "connection_error",
-        f"{provider} could not be reached: {type(exc).__name__}: {exc}",
-        retryable=True,
-    )
+    """One client per adapter."""
+    return _new_client(MAX_CONNECTIONS, MAX_CONNECTIONS)
