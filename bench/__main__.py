@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import api, audience, delivery, rendering, rules, triggers
+from bench import api, audience, channels, delivery, rendering, rules, triggers
 from bench.harness import Plan, Result, table, write_results
 
 BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
     delivery.NAME: delivery.run,
     rules.NAME: rules.run,
     audience.NAME: audience.run,
+    channels.NAME: channels.run,
 }
 
 

@@ -71,6 +71,19 @@ def _check_nothing_failed(server: live.Server) -> None:
         raise AssertionError(f"a message was not sent: {failed}")
 
 
+def check_all_sent(server: live.Server, prefix: str, expected: int | None = None) -> None:
+    """Every message to the recipients whose address starts with `prefix` is `sent` (and there
+    are `expected` of them, when given)."""
+    with contextlib.closing(server.database()) as database:
+        rows = database.execute(
+            "SELECT state, count(*) FROM messages WHERE recipient_id LIKE ? GROUP BY state",
+            (f"{prefix}%",),
+        ).fetchall()
+    counts = dict(rows)
+    if set(counts) != {"sent"} or (expected is not None and counts["sent"] != expected):
+        raise AssertionError(f"{prefix}: not all {expected or ''} sent: {rows}")
+
+
 def _last_sent_at(server: live.Server) -> float:
     with contextlib.closing(server.database()) as database:
         (value,) = database.execute("SELECT max(sent_at) FROM messages").fetchone()

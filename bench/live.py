@@ -227,19 +227,26 @@ def _expect(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def live_campaign(
-    server: Server, smtp_url: str | None = None, category: str = "transactional"
+    server: Server,
+    smtp_url: str | None = None,
+    category: str = "transactional",
+    email_settings: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> str:
     """A live email campaign (transactional unless told) with the 3.7 KB fixture email that
-    creates the profiles of unknown recipients; returns its id."""
+    creates the profiles of unknown recipients; returns its id. `email_settings` are added to
+    its channel configuration's (DKIM, tracking...); `name` names that configuration, which
+    must be unique in the workspace."""
     email: dict[str, Any] = {"from_address": "shop@example.com", "from_name": "Example Shop"}
     if smtp_url is not None:
         email["smtp_url"] = smtp_url
+    email.update(email_settings or {})
     with server.client() as client:
         configuration = _expect(
             client.post(
                 "/v1/channel-configurations",
                 json={
-                    "name": f"Orders {smtp_url or 'default relay'} {category}",
+                    "name": name or f"Orders {smtp_url or 'default relay'} {category}",
                     "channel": "email",
                     "category": category,
                     "email": email,

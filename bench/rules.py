@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import live
-from bench.delivery import delivery_alone, end_to_end_round, sent_count
+from bench.delivery import check_all_sent, delivery_alone, end_to_end_round, sent_count
 from bench.harness import Plan, Result, result
 
 NAME = "rules"
@@ -75,19 +75,6 @@ def _set_rules(server: live.Server, on: bool) -> None:
                 raise AssertionError(f"rule set: {response.status_code} {response.text[:300]}")
 
 
-def _check_all_sent(server: live.Server, prefix: str) -> None:
-    database = server.database()
-    try:
-        rows = database.execute(
-            "SELECT state, count(*) FROM messages WHERE recipient_id LIKE ? GROUP BY state",
-            (f"{prefix}%",),
-        ).fetchall()
-    finally:
-        database.close()
-    if {state for state, _ in rows} != {"sent"}:
-        raise AssertionError(f"{prefix}: not all sent: {rows}")
-
-
 def run(plan: Plan) -> list[Result]:
     quick = plan.round_seconds < 1.0
     rounds = QUICK_ROUNDS if quick else ROUNDS
@@ -113,11 +100,11 @@ def run(plan: Plan) -> list[Result]:
                         prefix = f"e{index}{'on' if on else 'off'}-"
                         bodies = live.Bodies(campaign, prefix)
                         rate, _, _ = end_to_end_round(server, bodies, messages, sent_count(server))
-                        _check_all_sent(server, prefix)
+                        check_all_sent(server, prefix)
                         end_to_end[on].append(rate)
                         prefix = f"a{index}{'on' if on else 'off'}-"
                         rate, _ = delivery_alone(server, campaign, messages, ACCEPTANCE, prefix)
-                        _check_all_sent(server, prefix)
+                        check_all_sent(server, prefix)
                         alone[on].append(rate)
             finally:
                 server.stop()

@@ -39,3 +39,20 @@ def test_remote_stylesheets_are_never_fetched():
 def test_broken_css_does_not_stop_the_message():
     for html in ("<style>}}}{{{</style><p>x</p>", "<style>p{color:</style><p>x"):
         assert "<p" in inline_css(html)
+
+
+def test_ascii_html_stays_ascii_after_inlining() -> None:
+    html = (
+        "<html><head><style>p{color:red}</style></head>"
+        "<body><p>2&times;3&nbsp;&middot;</p></body></html>"
+    )
+    inlined = inline_css(html)
+    assert inlined.isascii()
+    assert '<p style="color: red;">2&#215;3&nbsp;&#183;</p>' in inlined
+
+
+def test_html_that_was_not_ascii_keeps_its_characters() -> None:
+    inlined = inline_css(
+        "<html><head><style>p{color:red}</style></head><body><p>Zoë \u00d7</p></body></html>"
+    )
+    assert "Zoë \u00d7" in inlined

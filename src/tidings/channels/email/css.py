@@ -33,7 +33,13 @@ def inline_css(html: str) -> str:
     if "<style" not in html and _STYLE_TAG.search(html) is None:
         return html
     try:
-        return _INLINER.inline(html)
+        inlined = _INLINER.inline(html)
     except (css_inline.InlineError, ValueError):
         # Unusable CSS is the author's to fix; the message still goes, as the author wrote it.
         return html
+    if html.isascii() and not inlined.isascii():
+        # The parser decodes character references (&times;, &nbsp;): written back as references,
+        # ASCII HTML stays ASCII and goes out 7bit, not quoted-printable (building the message
+        # cost 5x more, and its size grew).
+        return inlined.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    return inlined
