@@ -14,9 +14,11 @@ from tidings.ajo.api import router as ajo_router
 from tidings.audiences.api import router as audiences_router
 from tidings.campaigns.api import router as campaigns_router
 from tidings.channels.api import router as channels_router
+from tidings.channels.dev import DevSinkAdapter, is_loopback
 from tidings.channels.sms.api import router as sms_webhooks_router
+from tidings.console.mailbox import router as mailbox_router
 from tidings.console.pages import router as console_router
-from tidings.delivery.worker import Worker
+from tidings.delivery.worker import Worker, default_adapters
 from tidings.executions.api import HOT_ROUTES as EXECUTION_HOT_ROUTES
 from tidings.executions.api import router as executions_router
 from tidings.feedback.api import router as feedback_router
@@ -24,6 +26,7 @@ from tidings.feedback.mailbox import bounce_mailbox
 from tidings.operations.api import router as operations_router
 from tidings.operations.service import ReadinessProbe, WorkerState
 from tidings.profiles.api import router as profiles_router
+from tidings.proofs.api import router as proofs_router
 from tidings.rules.api import router as rules_router
 from tidings.runtime import Runtime
 from tidings.suppressions.api import router as suppressions_router
@@ -44,11 +47,25 @@ IMPORT_PATHS = ("/v1/profiles/imports", "/v1/suppressions/import")
 
 def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
     worker = WorkerState()
+    settings = runtime.settings
+    # The dev mailbox: only with the in-process worker (its sink is in this process) and only
+    # on a loopback host, as the console has no sign-in yet.
+    dev_sink = (
+        DevSinkAdapter()
+        if with_worker and settings.dev_mailbox and is_loopback(settings.host)
+        else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = asyncio.create_task(Worker(runtime).run(stop)) if with_worker else None
+        task = (
+            asyncio.create_task(
+                Worker(runtime, default_adapters(runtime, dev_sink=dev_sink)).run(stop)
+            )
+            if with_worker
+            else None
+        )
         worker.task = task
         # The bounce mailbox goes with the in-process worker (`tidings serve`); scale-out
         # shapes run `tidings bounces serve` once instead of one per API process.
@@ -74,10 +91,10 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
+    app.state.dev_sink = dev_sink
     app.state.readiness = ReadinessProbe(runtime.db, worker)
     install_error_handlers(app)
     install_raw_body_schemas(app)
-    settings = runtime.settings
     imports = {("POST", path): settings.max_import_bytes for path in IMPORT_PATHS}
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, overrides=imports)
     app.hot_paths = HotPaths(
@@ -87,6 +104,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         workspaces_router,
         channels_router,
         campaigns_router,
+        proofs_router,
         executions_router,
         ajo_router,
         profiles_router,
@@ -98,6 +116,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         sms_webhooks_router,
         tracking_router,
         console_router,
+        mailbox_router,
         operations_router,
     ):
         app.include_router(router)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # the configuration's apns_environment says); tests point them at local servers.
     fcm_api_base: str = "https://fcm.googleapis.com"
     apns_api_base: str | None = None
+    # The dev mailbox (/dev/mailbox): with `tidings serve` on a loopback host, the dev sink's
+    # messages (and emails with no SMTP relay at all) are kept in memory and shown there.
+    dev_mailbox: bool = True
 
     @field_validator("bootstrap_api_key")
     @classmethod

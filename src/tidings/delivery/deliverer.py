@@ -77,6 +77,8 @@ class RateLimiter:
 
 
 MAX_CACHED_VERSIONS = 1000
+# Marks a proof's subject in the tester's mailbox.
+PROOF_SUBJECT_PREFIX = "[Proof] "
 # Messages rendered between two turns of the event loop (a message takes ~0.1 ms).
 RENDER_SLICE = 16
 
@@ -217,6 +219,8 @@ class Deliverer:
                     (message.id, ExclusionReason.RENDERING_ERROR.value, exc.detail)
                 )
                 continue
+            if message.is_proof and rendered.get("subject"):
+                rendered["subject"] = PROOF_SUBJECT_PREFIX + rendered["subject"]
             tracking = message.settings or {}
             if message.channel == Channel.EMAIL and (
                 tracking.get("click_tracking") or tracking.get("open_tracking")
@@ -253,7 +257,13 @@ class Deliverer:
 
     def _content(self, message: ClaimedMessage) -> Content:
         """The version's parsed content, validated once per version rather than per message:
-        a version never changes once live."""
+        a version never changes once live. A proof may render a draft version, which does
+        change: it neither reads nor fills the cache."""
+        if message.is_proof:
+            proof_content = parse_content(message.channel, message.content)
+            if proof_content is None:
+                raise InvalidInput.on("content", "the campaign version has no content")
+            return proof_content
         content = self._contents.get(message.version_id)
         if content is None:
             content = parse_content(message.channel, message.content)

@@ -66,6 +66,8 @@ class ClaimedMessage:
     verdict: Verdict | None = None
     # The frequency counters the claim moved for it, given back if it is not sent.
     counted: tuple[CounterKey, ...] = ()
+    # A proof for a tester: consent, quiet hours and caps do not apply (suppressions do).
+    is_proof: bool = False
 
 
 @dataclass(slots=True)
@@ -288,6 +290,7 @@ MESSAGE_COLUMNS = (
     "profile_data",
     "attempts",
     "profile_id",
+    "is_proof",
 )
 PROFILE_COLUMNS = ("attributes", "consent", "timezone")
 VERSION_COLUMNS = ("id", "name", "content", "rate_per_second", "channel_configuration_id")
@@ -323,6 +326,7 @@ def assemble(
         profile_data,
         attempts,
         profile_id,
+        is_proof,
         attributes,
         consent,
         timezone,
@@ -358,6 +362,8 @@ def assemble(
                 profile_id=profile_id,
                 timezone=timezone,
                 rule_set_ids=rule_set_ids,
+                # SQLite's driver reads a boolean as 0 or 1.
+                is_proof=bool(is_proof),
             )
         )
     return claimed

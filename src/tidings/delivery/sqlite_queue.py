@@ -214,9 +214,10 @@ def _assemble(
             profile_data(row[7]),
             row[8],
             row[9],
-            attributes(row[10]),
-            consent(row[11]),
-            row[12],
+            row[10],
+            attributes(row[11]),
+            consent(row[12]),
+            row[13],
         )
         for row in rows
     ]

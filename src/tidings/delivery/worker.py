@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 from tidings.campaigns import service as campaigns
 from tidings.channels.adapters import ChannelAdapter
-from tidings.channels.dev import DevSinkAdapter
+from tidings.channels.dev import DevMailRoute, DevSinkAdapter
 from tidings.clock import utcnow
 from tidings.delivery.deliverer import Deliverer
 from tidings.delivery.queue import ClaimedMessage
@@ -45,14 +45,21 @@ COUNTER_PURGE_SECONDS = 600.0
 log = logging.getLogger("tidings.worker")
 
 
-def default_adapters(runtime: Runtime) -> dict[Channel, ChannelAdapter]:
+def default_adapters(
+    runtime: Runtime, dev_sink: DevSinkAdapter | None = None
+) -> dict[Channel, ChannelAdapter]:
+    """The real adapters. Given `dev_sink` (the dev mailbox's), the dev provider's messages go
+    there, and so do emails naming no SMTP relay when TIDINGS_SMTP_URL names none either."""
     from tidings.channels.email.smtp import SmtpAdapter
     from tidings.channels.push.adapter import DatabaseInvalidTokens, PushAdapter
     from tidings.channels.sms.adapter import DatabaseSegmentRecorder, SmsAdapter
 
-    sink = DevSinkAdapter()
+    sink = dev_sink or DevSinkAdapter()
+    email: ChannelAdapter = SmtpAdapter(default_smtp_url=runtime.settings.smtp_url)
+    if dev_sink is not None and not runtime.settings.smtp_url:
+        email = DevMailRoute(email, dev_sink)
     return {
-        Channel.EMAIL: SmtpAdapter(default_smtp_url=runtime.settings.smtp_url),
+        Channel.EMAIL: email,
         Channel.SMS: SmsAdapter(
             public_url=runtime.settings.resolved_public_url,
             twilio_api_base=runtime.settings.twilio_api_base,

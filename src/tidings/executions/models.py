@@ -66,6 +66,9 @@ messages = sa.Table(
     # SMS: how the body went on the air (gsm7, ucs2) and how many segments it cost (0009).
     sa.Column("sms_encoding", sa.String(8), nullable=True),
     sa.Column("sms_segments", sa.Integer(), nullable=True),
+    # A proof (POST /v1/campaigns/{id}/proofs) for a tester: no consent, quiet hours or caps,
+    # and kept out of execution counts and reports (0012).
+    sa.Column("is_proof", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_messages_state_due", "state", "due_at"),
     sa.Index("ix_messages_execution", "execution_id", "id"),
     # Provider callbacks (Twilio's status callback) find their message by the provider's id.

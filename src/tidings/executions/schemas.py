@@ -79,7 +79,7 @@ class ExecutionOut(BaseModel):
     id: str
     campaign_id: str
     version: int
-    kind: str = Field(description="`unitary` or `audience`")
+    kind: str = Field(description="`unitary`, `audience` or `proof`")
     status: str = Field(
         description="scheduled, running (messages pending or the audience being queued), "
         "completed (every message in a final state), cancelled or failed"
@@ -118,6 +118,7 @@ class MessageOut(BaseModel):
         default=None, description="SMS sent: gsm7 or ucs2, the encoding its body needed"
     )
     sms_segments: int | None = Field(default=None, description="SMS sent: segments it cost")
+    is_proof: bool = Field(default=False, description="A proof for a tester: left out of reports")
 
 
 class MessageList(BaseModel):

@@ -7,6 +7,7 @@ audience:  scheduled ──fire──▶ fanning_out ──▶ accepted    (ever
                                                             failed on an error of its own)
                └──cancel──▶ cancelled
 unitary, execute_at in the future: accepted ──cancel──▶ cancelled (its queued messages too)
+proof:     accepted                          (its one message, marked is_proof, queued with it)
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from tidings.errors import InvalidTransition
 class ExecutionKind(StrEnum):
     UNITARY = "unitary"
     AUDIENCE = "audience"
+    # One message to a tester (POST /v1/campaigns/{id}/proofs), accepted like a unitary one.
+    PROOF = "proof"
 
 
 class ExecutionStatus(StrEnum):

@@ -5,6 +5,7 @@ list, quiet hours, and last the frequency caps, so that a message stopped by an 
 never spends a recipient's cap. Which rule applies to which category is the rules matrix in
 docs/api.md: consent, quiet hours and caps are for marketing only; the suppression list stops
 both (a transactional email configuration may let spam-complaint suppressions through).
+Proofs (messages marked `is_proof`) meet the rules of transactional messages.
 """
 
 from __future__ import annotations
@@ -78,14 +79,17 @@ def verdict_before_caps(
     if _malformed(message.channel, address):
         return Exclusion(ExclusionReason.MALFORMED_ADDRESS.value)
     marketing = message.category is Category.MARKETING
-    if marketing and _consent_refuses(message, unset_default):
+    # A proof goes to a tester who asked for it: consent, quiet hours and caps are for
+    # audiences, as for transactional messages; the suppression list still stops it.
+    audience_rules = marketing and not message.is_proof
+    if audience_rules and _consent_refuses(message, unset_default):
         return Exclusion(ExclusionReason.NO_CONSENT.value)
     match = message.suppression
     if match is not None and blocks(
         match, message.category, not marketing and _allows_complaints(message)
     ):
         return Exclusion(match.reason_code, f"{match.type} ({match.source})")
-    if not marketing or rules is None:
+    if not audience_rules or rules is None:
         return None
     quiet_hours = rules.for_campaign(message.rule_set_ids).quiet_hours
     if not quiet_hours:
@@ -129,6 +133,7 @@ def enforce(
         if (
             workspace_rules is not None
             and message.category is Category.MARKETING
+            and not message.is_proof
             and workspace_rules.counters.get(message.channel.value)
         ):
             to_count.append((message, workspace_rules, _keys(message, workspace_rules, moment)))

@@ -1,0 +1,1 @@
+"""Proofs: one message of a campaign sent to a tester, kept out of counts and reports."""
