@@ -33,7 +33,7 @@ from tidings.channels.adapters import (
 )
 from tidings.channels.email import smtp
 from tidings.channels.email.dkim import dns_record
-from tidings.channels.email.smtp import SmtpAdapter, _Session
+from tidings.channels.email.smtp import SmtpAdapter, SmtpRelay, _Session
 
 pytestmark = pytest.mark.integration
 
@@ -518,8 +518,9 @@ def test_idle_sessions_closed_by_the_relay_are_reopened(smtp_server: SmtpServer)
 
 
 def test_auth_with_the_urls_user_and_password(smtp_server: SmtpServer):
-    good = f"smtp://mailer:p%40ss%20w0rd@127.0.0.1:{smtp_server.port}"
-    bad = f"smtp://mailer:wrong@127.0.0.1:{smtp_server.port}"
+    # Credentials in plain text only when the URL says so.
+    good = f"smtp://mailer:p%40ss%20w0rd@127.0.0.1:{smtp_server.port}?starttls=none"
+    bad = f"smtp://mailer:wrong@127.0.0.1:{smtp_server.port}?starttls=none"
     [accepted, refused] = send(
         SmtpAdapter(local_hostname="client.test"),
         [outbound(0, url=good)],
@@ -635,17 +636,33 @@ def test_the_adapter_runs_on_uvloop(smtp_server: SmtpServer):
 def test_starttls_is_used_when_offered_without_verifying_the_certificate(
     certificate: Certificate,
 ):
-    # An smtp:// URL without ?starttls= encrypts when the relay offers it, as MTAs do: the
-    # self-signed certificate is not trusted, yet TLS still beats plain text.
-    options = {"tls_context": certificate.server_context(), "auth_require_tls": True}
-    with running_server(**options) as server:
-        url = f"smtp://mailer:p%40ss%20w0rd@127.0.0.1:{server.port}"
+    # An smtp:// URL without ?starttls= or credentials encrypts when the relay offers it, as
+    # MTAs do: the self-signed certificate is not trusted, yet TLS still beats plain text.
+    with running_server(tls_context=certificate.server_context()) as server:
+        url = f"smtp://127.0.0.1:{server.port}"
         [[accepted]] = send(SmtpAdapter(local_hostname="c.test"), [outbound(0, url=url)])
 
     assert isinstance(accepted, Accepted)
-    # AUTH went over TLS: this server refuses it in plain text.
-    assert server.handler.logins == [("mailer", "p@ss w0rd")]
     assert server.handler.tls == [True]
+
+
+def test_credentials_need_verified_tls_unless_the_url_says_plain(certificate: Certificate):
+    """Opportunistic TLS can be stripped or intercepted: a URL with a user defaults to
+    STARTTLS required (the certificate verified), and refuses `opportunistic`."""
+    relay = SmtpRelay.from_url("smtp://mailer:secret@relay.example")
+    assert (relay.start_tls, relay.opportunistic_tls, relay.port) == (True, False, 587)
+    with pytest.raises(ValueError, match="verified TLS"):
+        SmtpRelay.from_url("smtp://mailer:secret@relay.example?starttls=opportunistic")
+    plain = SmtpRelay.from_url("smtp://mailer:secret@relay.example:25?starttls=none")
+    assert (plain.start_tls, plain.opportunistic_tls) == (False, False)
+    # The default, against a relay whose certificate is not trusted: nothing is sent, and the
+    # credentials never leave.
+    options = {"tls_context": certificate.server_context(), "auth_require_tls": True}
+    with running_server(**options) as server:
+        url = f"smtp://mailer:p%40ss%20w0rd@127.0.0.1:{server.port}"
+        [[refused]] = send(SmtpAdapter(local_hostname="c.test"), [outbound(0, url=url)])
+    assert failure(refused).reason == "tls_error"
+    assert server.handler.logins == []
 
 
 def test_starttls_required_verifies_the_certificate_and_authenticates(certificate: Certificate):

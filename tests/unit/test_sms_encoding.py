@@ -74,6 +74,9 @@ def test_signature_matches_twilios_documented_example():
     assert twilio.signature_valid("12345", url, params[::-1], "GvWf1cFY/Q7PnoempGyD5oXAezc=")
     assert not twilio.signature_valid("12346", url, params, "GvWf1cFY/Q7PnoempGyD5oXAezc=")
     assert not twilio.signature_valid("12345", url + "&x=1", params, "GvWf1cFY/Q7PnoempGyD5oXAezc=")
+    # A header with bytes outside ASCII (latin-1 decoded) is a wrong signature, not an error.
+    assert not twilio.signature_valid("12345", url, params, "\xff" + "GvWf1cFY/Q7Pnoemp")
+    assert not twilio.signature_valid("12345", url, params, "\udcff")
     assert not twilio.signature_valid("", url, params, "")
 
 

@@ -86,7 +86,9 @@ class SmtpRelay:
     must offer STARTTLS and present a valid certificate), `opportunistic` (the default: STARTTLS
     when offered, without verifying the certificate, as MTAs do between themselves (RFC 7435),
     since the alternative is no encryption at all; a relay whose TLS fails is then used in
-    plain text) or `none`. User and password, percent-decoded, are used for AUTH.
+    plain text) or `none`. User and password, percent-decoded, are used for AUTH; with them the
+    default is `required`, and `opportunistic` is refused, so credentials never cross a
+    connection an attacker could have downgraded.
     """
 
     hostname: str
@@ -113,7 +115,14 @@ class SmtpRelay:
             )
         if starttls[0] is not None and scheme == "smtps":
             raise ValueError("starttls= goes with smtp://; smtps:// is TLS throughout")
-        mode = starttls[0] or "opportunistic"
+        # Credentials go only over verified TLS unless the URL says otherwise: opportunistic
+        # TLS can be stripped or intercepted by anyone on the path, who would read them.
+        mode = starttls[0] or ("required" if parts.username else "opportunistic")
+        if mode == "opportunistic" and parts.username and scheme == "smtp":
+            raise ValueError(
+                "a relay with a user name needs verified TLS: smtps://, starttls=required, or "
+                "starttls=none for a relay trusted in plain text"
+            )
         port = parts.port  # raises ValueError when out of range
         if not port:
             port = 465 if scheme == "smtps" else 587 if mode == "required" else 25

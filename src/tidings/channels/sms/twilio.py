@@ -45,7 +45,11 @@ def signature_valid(
 ) -> bool:
     if not auth_token or not given:
         return False
-    return hmac.compare_digest(signature(auth_token, url, params), given)
+    # Bytes, not str: compare_digest refuses str with non-ASCII characters (a 500 for any
+    # caller who sends one in the header).
+    return hmac.compare_digest(
+        signature(auth_token, url, params).encode(), given.encode("utf-8", "surrogateescape")
+    )
 
 
 def form(message: OutboundMessage, status_callback: str | None) -> list[tuple[str, str]]:
