@@ -82,6 +82,9 @@ def run(plan: Plan) -> list[Result]:
     load_before = live.load_average()
     alone: dict[bool, list[float]] = {False: [], True: []}
     end_to_end: dict[bool, list[float]] = {False: [], True: []}
+    # Server CPU (API and worker) per message over each end-to-end window, in µs: steadier than
+    # wall-clock rates on a shared machine.
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory(prefix="tidings-bench-rules-") as directory:
         data_dir = Path(directory) / "data"
         data_dir.mkdir()
@@ -99,7 +102,9 @@ def run(plan: Plan) -> list[Result]:
                         _set_rules(server, on)
                         prefix = f"e{index}{'on' if on else 'off'}-"
                         bodies = live.Bodies(campaign, prefix)
+                        before = server.cpu_seconds()
                         rate, _, _ = end_to_end_round(server, bodies, messages, sent_count(server))
+                        cpu[on].append((server.cpu_seconds() - before) / messages * 1e6)
                         check_all_sent(server, prefix)
                         end_to_end[on].append(rate)
                         prefix = f"a{index}{'on' if on else 'off'}-"
@@ -133,4 +138,23 @@ def run(plan: Plan) -> list[Result]:
                 note=f"cost of the rules: {cost:.1%} of the throughput without them",
             ),
         ]
+    plain_cpu = result(
+        "server CPU per message end to end, no rule sets",
+        cpu[False],
+        "µs/message",
+        messages,
+    )
+    extra = statistics.median(cpu[True]) - plain_cpu.median
+    results += [
+        plain_cpu,
+        result(
+            "server CPU per message end to end, with the rule set",
+            cpu[True],
+            "µs/message",
+            messages,
+            reference=plain_cpu,
+            note=f"the rules: {extra:+.0f} µs a message, {extra / plain_cpu.median:+.1%} of the "
+            "CPU without them",
+        ),
+    ]
     return results
