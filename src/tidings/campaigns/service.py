@@ -47,7 +47,7 @@ PREVIEW_UNSUBSCRIBE_PATH = "/unsubscribe/preview"
 # ---------------------------------------------------------------- reading
 
 
-def _load_campaign(
+def load_campaign(
     conn: sa.Connection, workspace_id: str, campaign_id: str, *, for_update: bool = False
 ) -> dict[str, Any]:
     query = sa.select(campaigns).where(
@@ -63,14 +63,14 @@ def _load_campaign(
 
 def _load_editable(conn: sa.Connection, workspace_id: str, campaign_id: str) -> dict[str, Any]:
     """The campaign, locked for the transaction, if its status allows authoring."""
-    campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
+    campaign = load_campaign(conn, workspace_id, campaign_id, for_update=True)
     status = CampaignStatus(campaign["status"])
     if status not in EDITABLE:
         raise Conflict(f"a {status} campaign cannot be changed; duplicate it instead")
     return campaign
 
 
-def _load_version(conn: sa.Connection, version_id: str) -> dict[str, Any]:
+def load_version(conn: sa.Connection, version_id: str) -> dict[str, Any]:
     row = (
         conn.execute(sa.select(campaign_versions).where(campaign_versions.c.id == version_id))
         .mappings()
@@ -79,7 +79,7 @@ def _load_version(conn: sa.Connection, version_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def _head_version_id(campaign: dict[str, Any]) -> str:
+def head_version_id(campaign: dict[str, Any]) -> str:
     head: str = campaign["draft_version_id"] or campaign["live_version_id"]
     return head
 
@@ -116,7 +116,7 @@ def version_view(version: dict[str, Any]) -> dict[str, Any]:
 
 
 def _campaign_view(conn: sa.Connection, campaign: dict[str, Any]) -> dict[str, Any]:
-    head = _load_version(conn, _head_version_id(campaign))
+    head = load_version(conn, head_version_id(campaign))
     view = version_view(head)
     return {
         **view,
@@ -145,7 +145,7 @@ def _campaign_view(conn: sa.Connection, campaign: dict[str, Any]) -> dict[str, A
 
 def get(db: Database, workspace_id: str, campaign_id: str) -> dict[str, Any]:
     with db.read() as conn:
-        return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+        return _campaign_view(conn, load_campaign(conn, workspace_id, campaign_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +256,7 @@ def create(db: Database, workspace_id: str, body: CampaignCreate) -> dict[str, A
                 "updated_at": now,
             },
         )
-        return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+        return _campaign_view(conn, load_campaign(conn, workspace_id, campaign_id))
 
 
 DEFAULT_NAMESPACES = {Channel.EMAIL: EMAIL_NAMESPACE, Channel.SMS: PHONE_NAMESPACE}
@@ -276,8 +276,8 @@ def _merge(current: dict[str, Any] | None, patch: dict[str, Any]) -> dict[str, A
 def _open_draft(conn: sa.Connection, campaign: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The campaign's draft version, copying the live one first when none is open."""
     if campaign["draft_version_id"]:
-        return _load_version(conn, campaign["draft_version_id"])
-    live = _load_version(conn, campaign["live_version_id"])
+        return load_version(conn, campaign["draft_version_id"])
+    live = load_version(conn, campaign["live_version_id"])
     latest: int = conn.execute(
         sa.select(sa.func.max(campaign_versions.c.number)).where(
             campaign_versions.c.campaign_id == campaign["id"]
@@ -323,7 +323,7 @@ def update(
                 campaign_changes[name] = given[name].value
         channel = Channel(campaign_changes.get("channel", campaign["channel"]))
         previous_channel = Channel(campaign["channel"]) if "channel" in campaign_changes else None
-        head = _load_version(conn, _head_version_id(campaign))
+        head = load_version(conn, head_version_id(campaign))
         changes = {
             name: value
             for name, value in _version_changes(given, head, channel, previous_channel).items()
@@ -345,7 +345,7 @@ def update(
             .where(campaigns.c.id == campaign_id)
             .values(**campaign_changes, updated_at=now)
         )
-        return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+        return _campaign_view(conn, load_campaign(conn, workspace_id, campaign_id))
 
 
 def _version_changes(
@@ -430,8 +430,8 @@ def review(
     default_smtp_url: str | None = None,
 ) -> tuple[ReviewResult, int]:
     with db.read() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id)
-        version = _load_version(conn, _head_version_id(campaign))
+        campaign = load_campaign(conn, workspace_id, campaign_id)
+        version = load_version(conn, head_version_id(campaign))
         result = _review(conn, engine, workspace_id, campaign, version, default_smtp_url)
         return result, version["number"]
 
@@ -446,11 +446,11 @@ def activate(
     """Makes the draft version live (or scheduled), replacing the live version atomically."""
     now = utcnow()
     with db.write() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
+        campaign = load_campaign(conn, workspace_id, campaign_id, for_update=True)
         status = CampaignStatus(campaign["status"])
         if not campaign["draft_version_id"]:
             raise Conflict(f"the {status} campaign has no draft version to activate")
-        draft = _load_version(conn, campaign["draft_version_id"])
+        draft = load_version(conn, campaign["draft_version_id"])
         result = _review(conn, engine, workspace_id, campaign, draft, default_smtp_url)
         if not result.ready:
             raise NotReady(
@@ -464,7 +464,7 @@ def activate(
         target = next_status(status, event)
         check_version_move(VersionState(draft["state"]), VersionState.LIVE)
         if campaign["live_version_id"]:
-            previous = _load_version(conn, campaign["live_version_id"])
+            previous = load_version(conn, campaign["live_version_id"])
             check_version_move(VersionState(previous["state"]), VersionState.SUPERSEDED)
             conn.execute(
                 campaign_versions.update()
@@ -487,7 +487,7 @@ def activate(
                 updated_at=now,
             )
         )
-        return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+        return _campaign_view(conn, load_campaign(conn, workspace_id, campaign_id))
 
 
 def _move(
@@ -499,13 +499,13 @@ def _move(
 ) -> dict[str, Any]:
     now = utcnow()
     with db.write() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
+        campaign = load_campaign(conn, workspace_id, campaign_id, for_update=True)
         target = next_status(CampaignStatus(campaign["status"]), event)
         values: dict[str, Any] = {"status": target.value, stamp: now, "updated_at": now}
         if target not in EDITABLE:
             _drop_draft(conn, campaign["draft_version_id"], values)
         conn.execute(campaigns.update().where(campaigns.c.id == campaign_id).values(**values))
-        return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+        return _campaign_view(conn, load_campaign(conn, workspace_id, campaign_id))
 
 
 def stop(db: Database, workspace_id: str, campaign_id: str) -> dict[str, Any]:
@@ -518,7 +518,7 @@ def archive(db: Database, workspace_id: str, campaign_id: str) -> dict[str, Any]
 
 def delete(db: Database, workspace_id: str, campaign_id: str) -> None:
     with db.write() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
+        campaign = load_campaign(conn, workspace_id, campaign_id, for_update=True)
         next_status(CampaignStatus(campaign["status"]), CampaignEvent.DELETE)
         version_ids = sa.select(campaign_versions.c.id).where(
             campaign_versions.c.campaign_id == campaign_id
@@ -538,8 +538,8 @@ def duplicate(db: Database, workspace_id: str, campaign_id: str) -> dict[str, An
     """A new draft campaign with the newest version's authoring, whatever the source's state."""
     now = utcnow()
     with db.write() as conn:
-        source = _load_campaign(conn, workspace_id, campaign_id)
-        version = _load_version(conn, _head_version_id(source))
+        source = load_campaign(conn, workspace_id, campaign_id)
+        version = load_version(conn, head_version_id(source))
         new_campaign_id, new_version_id = new_id(), new_id()
         conn.execute(
             campaigns.insert().values(
@@ -570,7 +570,7 @@ def duplicate(db: Database, workspace_id: str, campaign_id: str) -> dict[str, An
                 "activated_at": None,
             },
         )
-        return _campaign_view(conn, _load_campaign(conn, workspace_id, new_campaign_id))
+        return _campaign_view(conn, load_campaign(conn, workspace_id, new_campaign_id))
 
 
 # ---------------------------------------------------------------- versions
@@ -578,7 +578,7 @@ def duplicate(db: Database, workspace_id: str, campaign_id: str) -> dict[str, An
 
 def list_versions(db: Database, workspace_id: str, campaign_id: str) -> list[dict[str, Any]]:
     with db.read() as conn:
-        _load_campaign(conn, workspace_id, campaign_id)
+        load_campaign(conn, workspace_id, campaign_id)
         rows = conn.execute(
             sa.select(campaign_versions)
             .where(campaign_versions.c.campaign_id == campaign_id)
@@ -605,7 +605,7 @@ def _version_by_number(conn: sa.Connection, campaign_id: str, number: int) -> di
 
 def get_version(db: Database, workspace_id: str, campaign_id: str, number: int) -> dict[str, Any]:
     with db.read() as conn:
-        _load_campaign(conn, workspace_id, campaign_id)
+        load_campaign(conn, workspace_id, campaign_id)
         return version_view(_version_by_number(conn, campaign_id, number))
 
 
@@ -619,7 +619,7 @@ def open_draft_version(db: Database, workspace_id: str, campaign_id: str) -> dic
 def discard_draft_version(db: Database, workspace_id: str, campaign_id: str) -> dict[str, Any]:
     now = utcnow()
     with db.write() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id, for_update=True)
+        campaign = load_campaign(conn, workspace_id, campaign_id, for_update=True)
         if campaign["status"] == CampaignStatus.DRAFT.value:
             raise Conflict("a draft campaign has only its draft version: delete the campaign")
         if not campaign["draft_version_id"]:
@@ -632,7 +632,7 @@ def discard_draft_version(db: Database, workspace_id: str, campaign_id: str) -> 
             .where(campaigns.c.id == campaign_id)
             .values(draft_version_id=None, updated_at=now)
         )
-        return _campaign_view(conn, _load_campaign(conn, workspace_id, campaign_id))
+        return _campaign_view(conn, load_campaign(conn, workspace_id, campaign_id))
 
 
 # ---------------------------------------------------------------- preview
@@ -655,11 +655,11 @@ def preview(
     if len(json.dumps(request.context)) > MAX_CONTEXT_BYTES:
         raise InvalidInput.on("context", f"is larger than {MAX_CONTEXT_BYTES} bytes as JSON")
     with db.read() as conn:
-        campaign = _load_campaign(conn, workspace_id, campaign_id)
+        campaign = load_campaign(conn, workspace_id, campaign_id)
         if request.version is not None:
             version = _version_by_number(conn, campaign_id, request.version)
         else:
-            version = _load_version(conn, _head_version_id(campaign))
+            version = load_version(conn, head_version_id(campaign))
         profile_attributes: dict[str, Any] = request.profile or {}
         if request.identity is not None:
             value = profiles.normalize_identity(

@@ -259,19 +259,15 @@ class Deliverer:
         """The version's parsed content, validated once per version rather than per message:
         a version never changes once live. A proof may render a draft version, which does
         change: it neither reads nor fills the cache."""
-        if message.is_proof:
-            proof_content = parse_content(message.channel, message.content)
-            if proof_content is None:
-                raise InvalidInput.on("content", "the campaign version has no content")
-            return proof_content
-        content = self._contents.get(message.version_id)
+        content = None if message.is_proof else self._contents.get(message.version_id)
         if content is None:
             content = parse_content(message.channel, message.content)
             if content is None:
                 raise InvalidInput.on("content", "the campaign version has no content")
-            if len(self._contents) >= MAX_CACHED_VERSIONS:
-                self._contents.clear()
-            self._contents[message.version_id] = content
+            if not message.is_proof:
+                if len(self._contents) >= MAX_CACHED_VERSIONS:
+                    self._contents.clear()
+                self._contents[message.version_id] = content
         return content
 
     async def _send(

@@ -12,17 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from email_validator import EmailNotValidError
 
 from tidings.campaigns import service as campaigns
-from tidings.campaigns.models import campaign_versions
-from tidings.campaigns.models import campaigns as campaign_table
 from tidings.campaigns.schemas import PreviewRequest
 from tidings.content.engine import TemplateEngine
 from tidings.db import Database
 from tidings.delivery.state import MessageState
-from tidings.errors import InvalidInput, NotFound
+from tidings.errors import InvalidInput
 from tidings.executions.models import executions, messages
 from tidings.executions.state import ExecutionKind, ExecutionStatus
 from tidings.ids import new_id
@@ -62,7 +59,7 @@ def _version_id(campaign: dict[str, Any], which: str | None) -> str:
         if not campaign["live_version_id"]:
             raise InvalidInput.on("version", "the campaign has no live version")
         return str(campaign["live_version_id"])
-    return str(campaign["draft_version_id"] or campaign["live_version_id"])
+    return campaigns.head_version_id(campaign)
 
 
 def send(
@@ -78,27 +75,8 @@ def send(
     if body.profile is not None and body.profile_identity is not None:
         raise InvalidInput.on("profile_identity", "give either profile or profile_identity")
     with db.read() as conn:
-        campaign = (
-            conn.execute(
-                sa.select(campaign_table).where(
-                    campaign_table.c.id == campaign_id,
-                    campaign_table.c.workspace_id == workspace_id,
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if campaign is None:
-            raise NotFound("no such campaign in this workspace")
-        version = (
-            conn.execute(
-                sa.select(campaign_versions).where(
-                    campaign_versions.c.id == _version_id(dict(campaign), body.version)
-                )
-            )
-            .mappings()
-            .one()
-        )
+        campaign = campaigns.load_campaign(conn, workspace_id, campaign_id)
+        version = campaigns.load_version(conn, _version_id(campaign, body.version))
         attributes: dict[str, Any] = body.profile or {}
         if body.profile_identity is not None:
             identity = body.profile_identity

@@ -69,6 +69,13 @@ def _allows_complaints(message: ClaimedMessage) -> bool:
     )
 
 
+def _meets_audience_rules(message: ClaimedMessage) -> bool:
+    """Consent, quiet hours and caps: for marketing sent to an audience. A proof goes to a
+    tester who asked for it and meets them as transactional messages do; the suppression
+    list still stops it."""
+    return message.category is Category.MARKETING and not message.is_proof
+
+
 def verdict_before_caps(
     message: ClaimedMessage, rules: WorkspaceRules | None, moment: Moment, unset_default: str
 ) -> Verdict | None:
@@ -79,9 +86,7 @@ def verdict_before_caps(
     if _malformed(message.channel, address):
         return Exclusion(ExclusionReason.MALFORMED_ADDRESS.value)
     marketing = message.category is Category.MARKETING
-    # A proof goes to a tester who asked for it: consent, quiet hours and caps are for
-    # audiences, as for transactional messages; the suppression list still stops it.
-    audience_rules = marketing and not message.is_proof
+    audience_rules = _meets_audience_rules(message)
     if audience_rules and _consent_refuses(message, unset_default):
         return Exclusion(ExclusionReason.NO_CONSENT.value)
     match = message.suppression
@@ -132,8 +137,7 @@ def enforce(
             continue
         if (
             workspace_rules is not None
-            and message.category is Category.MARKETING
-            and not message.is_proof
+            and _meets_audience_rules(message)
             and workspace_rules.counters.get(message.channel.value)
         ):
             to_count.append((message, workspace_rules, _keys(message, workspace_rules, moment)))
