@@ -7,7 +7,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import api, audience, channels, delivery, rendering, rules, triggers
+from bench import (
+    api,
+    audience,
+    channels,
+    delivery,
+    rendering,
+    reports,
+    rules,
+    scale_out,
+    triggers,
+)
 from bench.harness import Plan, Result, table, write_results
 
 BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
@@ -18,6 +28,8 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
     rules.NAME: rules.run,
     audience.NAME: audience.run,
     channels.NAME: channels.run,
+    reports.NAME: reports.run,
+    scale_out.NAME: scale_out.run,
 }
 
 

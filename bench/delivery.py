@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench import live
 from bench.harness import Plan, Result, result
 
@@ -175,6 +177,59 @@ def delivery_alone(
     return rate, accepted - started
 
 
+def metrics_match_reports(server: live.Server, campaign_ids: list[str]) -> dict[str, int]:
+    """Once the queue is empty: the totals of the server's /metrics equal the sum of the
+    campaigns' reports (`GET /v1/campaigns/{id}/report`) and the messages table's counts, or
+    AssertionError. Returns the totals."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while True:
+        with contextlib.closing(server.database()) as database:
+            states = live.count_states(database)
+        if not any(states.get(state, 0) for state in ("queued", "sending", "deferred")):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"messages still pending: {states}")
+        time.sleep(POLL_SECONDS)
+    with server.client() as client:
+        scraped = client.get("/metrics")
+        reports = [client.get(f"/v1/campaigns/{campaign}/report") for campaign in campaign_ids]
+    if scraped.status_code != 200 or any(report.status_code != 200 for report in reports):
+        raise AssertionError("GET /metrics or a campaign report failed")
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(scraped.text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    bodies = [report.json() for report in reports]
+    compared = {
+        "accepted": (
+            totals.get("tidings_messages_accepted_total", 0.0),
+            sum(body["targeted"] for body in bodies),
+            sum(states.values()),
+        ),
+        "sent": (
+            totals.get("tidings_messages_sent_total", 0.0),
+            sum(body["ever_sent"] for body in bodies),
+            states.get("sent", 0) + states.get("delivered", 0) + states.get("bounced", 0),
+        ),
+        "failed": (
+            totals.get("tidings_messages_failed_total", 0.0),
+            sum(body["buckets"]["failed"] for body in bodies),
+            states.get("failed", 0),
+        ),
+        "excluded": (
+            totals.get("tidings_messages_excluded_total", 0.0),
+            sum(body["buckets"]["excluded"] for body in bodies),
+            states.get("excluded", 0),
+        ),
+    }
+    for name, (metric, report, table) in compared.items():
+        if not metric == report == table:
+            raise AssertionError(
+                f"{name}: /metrics says {metric:.0f}, the reports {report}, the table {table}"
+            )
+    return {name: int(metric) for name, (metric, _, _) in compared.items()}
+
+
 def sent_count(server: live.Server) -> int:
     with contextlib.closing(server.database()) as database:
         return live.count_states(database).get("sent", 0)
@@ -294,6 +349,7 @@ def run(plan: Plan) -> list[Result]:
                     (rate, batch, _latency(server, dump_dir, dumped, paced_seconds, rate, batch))
                     for rate, batch in PACED
                 ]
+                totals = metrics_match_reports(server, [campaign, dumped])
             finally:
                 server.stop()
     ceiling = result(
@@ -325,6 +381,15 @@ def run(plan: Plan) -> list[Result]:
             note="accepted with a later execute_at, then claimed, rendered, sent and recorded",
         ),
     ]
+    results.append(
+        result(
+            "/metrics totals = campaign reports = messages table: messages sent",
+            [float(totals["sent"])],
+            "messages",
+            totals["accepted"],
+            note=", ".join(f"{name} {count}" for name, count in totals.items()),
+        )
+    )
     for rate, batch, latency in latencies:
         paced = f"at {rate} messages/s ({batch}-recipient calls)"
         count = round(latency.paced_rate * paced_seconds)

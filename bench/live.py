@@ -22,6 +22,8 @@ import httpx
 
 from bench import fixtures
 
+STARTUP_SECONDS = 90
+
 API_KEY = "bench-live-key-0123456789abcdef"
 HOST = "127.0.0.1"
 STOP_SECONDS = 15.0
@@ -186,7 +188,9 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        # A loaded machine (migrations, imports and the first start of the console) can take
+        # tens of seconds.
+        deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tidings serve exited: {self.log_path.read_text()[-2000:]}")
@@ -194,7 +198,7 @@ class Server:
                 if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
                     return
             time.sleep(0.1)
-        raise RuntimeError("tidings serve did not answer /healthz within 30 s")
+        raise RuntimeError(f"tidings serve did not answer /healthz within {STARTUP_SECONDS} s")
 
     def stop(self) -> None:
         _stop(self.process)

@@ -1,9 +1,8 @@
-"""The `tidings` command: serve, api, worker, migrate, trigger, keys, workspaces, suppressions."""
+"""The `tidings` command: serve, api, worker, migrate, trigger, keys, users, and more."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import threading
 from pathlib import Path
@@ -33,6 +32,8 @@ from tidings.errors import TidingsError
 from tidings.executions import service as executions
 from tidings.executions.schemas import ExecutionCreate, Recipient, RecipientIdentity
 from tidings.feedback.mailbox import bounce_mailbox
+from tidings.operations.logging import LogFormat, configure_logging
+from tidings.operations.metrics import Metrics, bind, serve_metrics
 from tidings.profiles.commands import app as profiles_app
 from tidings.runtime import Runtime
 from tidings.suppressions import service as suppressions
@@ -42,6 +43,8 @@ from tidings.suppressions.schemas import (
     SuppressionKind,
     SuppressionType,
 )
+from tidings.users import service as users
+from tidings.users.schemas import Role
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import Scope
 
@@ -55,6 +58,8 @@ app.add_typer(suppressions_app, name="suppressions")
 app.add_typer(profiles_app, name="profiles")
 bounces_app = typer.Typer(help="The bounce mailbox: an SMTP endpoint for DSN and ARF mail.")
 app.add_typer(bounces_app, name="bounces")
+users_app = typer.Typer(help="Console users: create, list.")
+app.add_typer(users_app, name="users")
 # Piped into another program, tables keep whole values on one line instead of wrapping at 80.
 console = Console() if sys.stdout.isatty() else Console(width=200)
 
@@ -69,11 +74,11 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _runtime() -> Runtime:
+def _runtime(log_format: LogFormat = "console") -> Runtime:
+    """The runtime, with logging configured: servers log JSON lines unless
+    TIDINGS_LOG_FORMAT says otherwise, one-off commands lines for a terminal."""
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format or log_format)
     return Runtime.from_settings(settings)
 
 
@@ -93,11 +98,19 @@ def _banner(runtime: Runtime, report: StartupReport, *, worker: bool) -> None:
         console.print("  authenticate with the key in TIDINGS_BOOTSTRAP_API_KEY")
     else:
         console.print("  authenticate with an API key; make one with `tidings keys create`")
-    console.print(f'  e.g. curl -H "Authorization: Bearer $KEY" {url}/v1/campaigns\n')
+    console.print(f'  e.g. curl -H "Authorization: Bearer $KEY" {url}/v1/campaigns')
+    if users.count_users(runtime.db) == 0:
+        console.print(
+            f"  console: {url}/ has no user yet; create the first admin with\n"
+            f"  [bold]tidings users create you@example.com --workspace {report.workspace_name} "
+            "--role admin[/bold]\n"
+        )
+    else:
+        console.print(f"  console: sign in at {url}/\n")
 
 
 def _serve(with_worker: bool) -> None:
-    runtime = _runtime()
+    runtime = _runtime("json")
     report = prepare(runtime, run_migrations=runtime.settings.auto_migrate)
     _banner(runtime, report, worker=with_worker)
     try:
@@ -106,8 +119,12 @@ def _serve(with_worker: bool) -> None:
             host=runtime.settings.host,
             port=runtime.settings.port,
             log_level=runtime.settings.log_level.lower(),
+            # Logging is configured already (tidings.operations.logging): uvicorn's lines go
+            # through the same JSON pipeline.
+            log_config=None,
             # Off: paths carry email addresses (/v1/profiles/email/...), which logs must not, and
-            # a line per request costs the trigger hot path a tenth of its time.
+            # a line per request costs the trigger hot path a tenth of its time; the app logs
+            # failed and slow requests itself (TIDINGS_ACCESS_LOG for every one).
             access_log=False,
             timeout_graceful_shutdown=10,
         )
@@ -131,10 +148,16 @@ def api() -> None:
 @app.command()
 def worker() -> None:
     """A worker process; as many as needed can share one PostgreSQL database."""
-    runtime = _runtime()
+    runtime = _runtime("json")
     if not migrations.is_current(runtime.db):
         console.print("[red]the database schema is not current: run `tidings migrate`[/red]")
         raise typer.Exit(1)
+    metrics = Metrics(runtime.db)
+    bind(runtime.db, metrics)
+    port = runtime.settings.metrics_port
+    if port is not None:
+        serve_metrics(metrics, runtime.settings.host, port)
+        console.print(f"metrics on http://{runtime.settings.host}:{port}/metrics")
     console.print("worker running; Ctrl-C to stop")
     Worker(runtime).run_blocking()
 
@@ -230,6 +253,45 @@ def keys_revoke(
     runtime = _runtime()
     workspaces.revoke_api_key(runtime.db, _workspace_id(runtime, workspace), key_id)
     console.print(f"key {key_id} revoked")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="The user's email address (signs in with it)")],
+    role: Annotated[Role, typer.Option(help="viewer, editor or admin")] = Role.ADMIN,
+    workspace: Annotated[str, typer.Option(help="Workspace name")] = workspaces.DEFAULT_WORKSPACE,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Creates a console user with a role in a workspace (the first admin, for a start)."""
+    runtime = _runtime()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = users.create_user(
+            runtime.db, email, password, _workspace_id(runtime, workspace), role, utcnow()
+        )
+    except TidingsError as exc:
+        details = "; ".join(f"{e.field} {e.message}" for e in exc.errors) or exc.detail
+        console.print(f"[red]{details}[/red]")
+        raise typer.Exit(1) from None
+    url = runtime.settings.resolved_public_url
+    console.print(f"user {user['email']} is {role} of workspace '{workspace}'; sign in at {url}/")
+
+
+@users_app.command("list")
+def users_list(
+    workspace: Annotated[str, typer.Option(help="Workspace name")] = workspaces.DEFAULT_WORKSPACE,
+) -> None:
+    """Lists the console users of a workspace and their roles."""
+    runtime = _runtime()
+    table = Table("email", "role", "created")
+    for row in users.list_members(runtime.db, _workspace_id(runtime, workspace)):
+        table.add_row(row["email"], row["role"], f"{row['created_at']:%Y-%m-%d %H:%M}")
+    console.print(table)
 
 
 @app.command()

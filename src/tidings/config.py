@@ -72,6 +72,22 @@ class Settings(BaseSettings):
     # The dev mailbox (/dev/mailbox): with `tidings serve` on a loopback host, the dev sink's
     # messages (and emails with no SMTP relay at all) are kept in memory and shown there.
     dev_mailbox: bool = True
+    # Operations (tidings.operations). Logs: JSON lines (serve, api, worker; other commands
+    # default to console), every request or only 5xx and slow ones. Metrics: /metrics open,
+    # or behind this bearer token; `tidings worker` serves them on metrics_port when set.
+    # Retention: personal data of finished messages cleared after this many days (0: kept).
+    log_format: Literal["json", "console"] | None = None
+    access_log: bool = False
+    slow_request_seconds: float = Field(default=1.0, ge=0)
+    metrics_token: str | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    retention_days: int = Field(default=0, ge=0)
+    # Feedback webhooks (tidings.webhooks): addresses inside the server's network (loopback,
+    # private, link-local, CGNAT...) are refused unless allowed here, all of them or by CIDR
+    # (comma-separated); how long one delivery attempt may take.
+    webhook_allow_private: bool = False
+    webhook_allowed_networks: str = ""
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("bootstrap_api_key")
     @classmethod
@@ -99,6 +115,17 @@ class Settings(BaseSettings):
             public_key(value)
             return value.strip()
         return None
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_networks_valid(cls, value: str) -> str:
+        from tidings.webhooks.client import parse_networks
+
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(f"TIDINGS_WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+        return value
 
     @field_validator("sns_host_pattern")
     @classmethod

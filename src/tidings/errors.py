@@ -10,6 +10,7 @@ TidingsError
 ├── PermissionDenied        credentials lack the scope
 ├── RateLimited             the key sent more than its rate; retryable after `retry_after`
 └── Unavailable             a dependency is down; retryable
+    └── StorageFull         the database's disk (or PostgreSQL's) is full: 507, nothing written
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ class Unavailable(TidingsError):
     status = 503
     title = "Service unavailable"
     retryable = True
+
+
+class StorageFull(Unavailable):
+    # 507 rather than 503: a load balancer's retry elsewhere will not help, an operator must.
+    status = 507
+    title = "Insufficient storage"
 
 
 @dataclass(slots=True)

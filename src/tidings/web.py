@@ -120,9 +120,54 @@ def install_raw_body_schemas(app: FastAPI) -> None:
                 for definition, value in body.pop("$defs", {}).items():
                     components.setdefault(definition, value)
                 components.setdefault(name, body)
+            _document_problems(schema)
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# FastAPI's own 422 body, which Tidings never sends: its handler answers with a Problem.
+_FASTAPI_ERROR_REFS = (
+    "#/components/schemas/HTTPValidationError",
+    "#/components/schemas/Problem",
+)
+
+
+def _document_problems(schema: dict[str, Any]) -> None:
+    """Says in the schema what error answers are: problem+json `Problem` bodies.
+
+    FastAPI files a declared error model under application/json and documents its own 422
+    body on every route with parameters; each such answer becomes a Problem in
+    application/problem+json, and every operation gets a `4XX` answer of that shape (401, 403,
+    404, 413 and 429 can come from any route), so clients and schema checks know them.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for definition, value in problem.pop("$defs", {}).items():
+        components.setdefault(definition, value)
+    components.setdefault("Problem", problem)
+    problem_content = {PROBLEM_JSON: {"schema": dict(_PROBLEM_REF)}}
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.get("responses")
+            if not isinstance(responses, dict):
+                continue
+            for status, response in responses.items():
+                content = response.get("content") or {}
+                json_ref = content.get("application/json", {}).get("schema", {}).get("$ref")
+                if str(status)[0] in "45" and (
+                    PROBLEM_JSON in content or json_ref in _FASTAPI_ERROR_REFS
+                ):
+                    response["content"] = dict(problem_content)
+            # A route with errors of its own shape (AJO's) keeps it; problems can come from
+            # the plumbing in front of any route all the same (401, 413, 429).
+            fallback = responses.setdefault("4XX", {"description": "A problem (RFC 9457)"})
+            fallback.setdefault("content", {}).update(problem_content)
+    # FastAPI's error models, once no answer names them any more.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if unused in components and f"#/components/schemas/{unused}'" not in str(schema):
+            del components[unused]
 
 
 def retry_headers(exc: TidingsError) -> dict[str, str] | None:

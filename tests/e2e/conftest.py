@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.e2e.test_serve import KEY, Server, start_server, stop_server
 from tests.support.postgres import free_port
@@ -78,3 +79,29 @@ def mailing_server(tmp_path: Path, mailbox: tuple[Mailbox, int]) -> Iterator[Ser
     finally:
         if server.process.poll() is None:
             stop_server(server)
+
+
+# Debian's Chromium, headless, and kept off the network (its background requests would be
+# refused here, many at a time).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Chromium driven by Playwright (never a browser Playwright downloads)."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

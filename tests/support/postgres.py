@@ -72,25 +72,33 @@ class PostgresCluster:
             "UTF8",
             "--no-sync",
         )
+        cluster.start_server()
+        return cluster
+
+    def start_server(self) -> None:
+        """Starts the server on the cluster's data folder and port (again, after stop_server)."""
         options = (
-            f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200"
         )
-        cluster._run(
+        self._run(
             _binary("pg_ctl"),
             "-D",
-            str(cluster.data_dir),
+            str(self.data_dir),
             "-o",
             options,
             "-l",
-            str(root / "server.log"),
+            str(self.root / "server.log"),
             "-w",
             "-t",
             "60",
             "start",
         )
-        return cluster
+
+    def stop_server(self) -> None:
+        """Stops the server, keeping its data: an outage, ended by start_server."""
+        self._run(_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
 
     def create_database(self, name: str) -> str:
         import psycopg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from tidings.channels.email.dkim import (
     DkimKey,
+    _relaxed_body,
     check_dns_name,
     dns_record,
     load_private_key,
@@ -195,3 +197,23 @@ def test_dns_names():
     for bad in ("", "a..b", "-a.com", "a_b", "a b", "x" * 64):
         with pytest.raises(ValueError):
             check_dns_name(bad)
+
+
+def _relaxed_body_as_written(body: bytes) -> bytes:
+    """RFC 6376 3.4.4 step by step, the reference for the faster canonicalization."""
+    lines = body.split(b"\r\n")
+    lines = [re.sub(rb"[ \t]+", b" ", line) for line in lines]
+    lines = [re.sub(rb"[ \t]+$", b"", line) for line in lines]
+    while lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+@given(
+    st.lists(st.text(alphabet=" \tab\u00e9", max_size=12), max_size=8).map(
+        lambda lines: "\r\n".join(lines).encode("utf-8")
+    )
+)
+@settings(max_examples=300)
+def test_the_relaxed_body_is_the_rfc_one(body: bytes):
+    assert _relaxed_body(body) == _relaxed_body_as_written(body)

@@ -42,7 +42,11 @@ from tidings.web import principal_of, retry_headers, runtime_of
 from tidings.workspaces.schemas import Scope
 from tidings.workspaces.service import Principal
 
-router = APIRouter(prefix="/ajo/im", tags=["AJO-compatible execution API"])
+router = APIRouter(
+    prefix="/ajo/im",
+    tags=["AJO-compatible execution API"],
+    responses={"4XX": {"model": AjoError, "description": "AJO's errorResponse"}},
+)
 ERROR_TYPE = "urn:tidings:ajo:error:{status}"
 Wire = TypeVar("Wire")
 

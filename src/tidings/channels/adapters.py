@@ -27,6 +27,8 @@ class OutboundMessage:
     # The channel configuration's settings with its secrets (see channels.service.join_secrets).
     settings: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Email: the HTML's <style> rules are in its elements already (inlined once per version).
+    css_inlined: bool = False
 
 
 @dataclass(frozen=True, slots=True)

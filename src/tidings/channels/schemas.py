@@ -164,7 +164,12 @@ class EmailSettings(_Settings):
 
 
 def _check_body_template(value: dict[str, Any]) -> dict[str, Any]:
-    if len(orjson.dumps(value)) > 10_000:
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError as error:
+        # Integers past 64 bits, lone surrogates, nesting past orjson's limit: not a 500.
+        raise ValueError(f"cannot be stored as JSON: {error}") from None
+    if size > 10_000:
         raise ValueError("must be at most 10,000 bytes of JSON")
     return value
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from tidings.errors import FieldError, InvalidInput, Unavailable
+from tidings.errors import FieldError, InvalidInput, StorageFull, Unavailable
+
+logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 STARTUP_LOCK = 0x7469_6469  # "tidi": any constant shared by every Tidings process
+SQLITE_FULL = 13
+POSTGRES_DISK_FULL = "53100"
 
 
 def _json_text(value: Any) -> str:
@@ -37,6 +42,10 @@ def _translated_errors() -> Iterator[None]:
     try:
         yield
     except sa.exc.OperationalError as exc:
+        if is_disk_full(exc.orig):
+            raise StorageFull(
+                "the database's disk is full: nothing of this request was stored"
+            ) from exc
         raise Unavailable("the database is unavailable; retry later") from exc
     except sa.exc.DataError as exc:
         # PostgreSQL refuses what SQLite stores: NUL characters, numbers out of range.
@@ -50,6 +59,28 @@ def _translated_errors() -> Iterator[None]:
                 )
             ],
         ) from exc
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """SQLite's SQLITE_FULL (disk full, or max_page_count reached), PostgreSQL's disk_full."""
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
+    return getattr(error, "sqlstate", None) == POSTGRES_DISK_FULL
+
+
+# Told, with the bare sqlite3 connection, when a `sqlite_write_at_once` transaction ends and
+# whether it committed: what a listener kept for that transaction (the metrics' tally of its
+# events) is applied or dropped then. SQLAlchemy's commit events never see these transactions.
+FAST_PATH_ENDS: list[Callable[[sqlite3.Connection, bool], None]] = []
+
+
+def _fast_path_ended(connection: sqlite3.Connection, committed: bool) -> None:
+    for listener in FAST_PATH_ENDS:
+        try:
+            listener(connection, committed)
+        except Exception:
+            # After a COMMIT nothing may raise (the caller would write the batch again).
+            logger.exception("a listener of a SQLite transaction's end failed")
 
 
 class Database:
@@ -144,9 +175,17 @@ class Database:
                     try:
                         yield connection
                     except BaseException:
-                        connection.execute("ROLLBACK")
+                        try:
+                            connection.execute("ROLLBACK")
+                        finally:
+                            _fast_path_ended(connection, committed=False)
                         raise
-                    connection.execute("COMMIT")
+                    try:
+                        connection.execute("COMMIT")
+                    except BaseException:
+                        _fast_path_ended(connection, committed=False)
+                        raise
+                    _fast_path_ended(connection, committed=True)
                 finally:
                     # After a COMMIT nothing may raise: the caller would take the batch for
                     # not written and write it again. A connection whose timeout could not be

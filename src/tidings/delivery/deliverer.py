@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import sqlite3
 import time
@@ -10,22 +12,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
+
 from tidings.channels.adapters import THROTTLED, Accepted, ChannelAdapter, OutboundMessage
+from tidings.channels.email.css import inline_template
 from tidings.channels.email.mime import html_to_text
 from tidings.clock import utcnow
 from tidings.content.engine import RenderingError
-from tidings.content.schemas import Content, parse_content
+from tidings.content.schemas import Content, EmailContent, parse_content
 from tidings.content.service import content_field, render_content, template_variables
 from tidings.delivery import queue, sqlite_queue
 from tidings.delivery.queue import ClaimedMessage, Outcomes
 from tidings.delivery.state import ExclusionReason
 from tidings.errors import InvalidInput
+from tidings.operations.metrics import metrics_of
 from tidings.rules.enforcement import Exclusion, Hold
 from tidings.runtime import Runtime
 from tidings.tracking.rewrite import Tracker
 from tidings.tracking.tokens import TrackingTokens
 from tidings.unsubscribe.tokens import UnsubscribeTokens
 from tidings.vocabulary import Category, Channel
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +107,11 @@ class Deliverer:
         self.unset_consent = settings.unset_consent
         self.unsubscribe_tokens = UnsubscribeTokens(runtime.secret_key)
         self.tracker = Tracker(TrackingTokens(runtime.secret_key), settings.resolved_public_url)
-        self._contents: dict[str, Content] = {}
+        # Parsed content by (version, whether its HTML has its CSS inlined already).
+        self._contents: dict[tuple[str, bool], tuple[Content, bool]] = {}
+        # Delivery latency and provider errors; None when no application or worker exposes
+        # metrics (a test, a CLI command).
+        self.metrics = metrics_of(runtime.db)
 
     async def run_once(self) -> int:
         """Delivers one batch; returns how many messages it claimed (0: nothing was due)."""
@@ -147,12 +159,38 @@ class Deliverer:
                     if connection is not None:
                         sqlite_queue.record(connection, db.engine.dialect, outcomes, now)
                         return
-            except sqlite3.Error:
-                pass  # rolled back: the thread's path tries again
+            except (sqlite3.Error, sa.exc.DBAPIError):
+                # Rolled back (an error of a listener's statement comes through SQLAlchemy):
+                # the thread's path tries again, and its events count instead.
+                pass
         await asyncio.to_thread(queue.record, db, outcomes, now)
 
     async def deliver(self, claimed: list[ClaimedMessage]) -> None:
-        """Renders, sends and records claimed messages."""
+        """Renders, sends and records claimed messages, renewing their lease meanwhile."""
+        renewal = asyncio.create_task(self._renew_leases([message.id for message in claimed]))
+        try:
+            await self._deliver(claimed)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
+    async def _renew_leases(self, message_ids: list[str]) -> None:
+        """Every third of the lease, pushes the batch's lease a whole lease ahead. The crash
+        bound (only messages in flight at a crash may go twice) holds only if a live worker
+        never loses its messages to another: a batch may take longer than a lease when a relay
+        stalls. A renewal that fails (the database away) is tried again at the next turn."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(
+                    queue.renew_leases, self.runtime.db, message_ids, utcnow() + self.lease
+                )
+            except Exception:
+                logger.warning("could not renew the lease of a batch in flight", exc_info=True)
+
+    async def _deliver(self, claimed: list[ClaimedMessage]) -> None:
         outcomes = Outcomes()
         ready = await self._prepare(claimed, outcomes, utcnow())
         attempts = {message.id: message.attempts for message in claimed}
@@ -198,7 +236,7 @@ class Deliverer:
                 message.workspace_id, message.id, message.channel
             )
             try:
-                content = self._content(message)
+                content, css_inlined = self._content(message)
                 rendered = render_content(
                     self.runtime.templates,
                     content,
@@ -251,24 +289,41 @@ class Deliverer:
                     content=rendered,
                     settings=message.settings or {},
                     headers=headers,
+                    css_inlined=css_inlined,
                 )
             )
         return ready
 
-    def _content(self, message: ClaimedMessage) -> Content:
+    def _content(self, message: ClaimedMessage) -> tuple[Content, bool]:
         """The version's parsed content, validated once per version rather than per message:
         a version never changes once live. A proof may render a draft version, which does
-        change: it neither reads nor fills the cache."""
-        content = None if message.is_proof else self._contents.get(message.version_id)
+        change: it neither reads nor fills the cache.
+
+        Email HTML whose CSS the configuration wants inlined is inlined here, once per version,
+        when css.inline_template can show that doing it before rendering gives what doing it
+        after would (the second value says so); otherwise the adapter inlines each message."""
+        inline = message.channel == Channel.EMAIL and bool(
+            (message.settings or {}).get("inline_css", True)
+        )
+        key = (message.version_id, inline)
+        cached = None if message.is_proof else self._contents.get(key)
+        if cached is not None:
+            return cached
+        content = parse_content(message.channel, message.content)
         if content is None:
-            content = parse_content(message.channel, message.content)
-            if content is None:
-                raise InvalidInput.on("content", "the campaign version has no content")
-            if not message.is_proof:
-                if len(self._contents) >= MAX_CACHED_VERSIONS:
-                    self._contents.clear()
-                self._contents[message.version_id] = content
-        return content
+            raise InvalidInput.on("content", "the campaign version has no content")
+        css_inlined = False
+        if inline and not message.is_proof and isinstance(content, EmailContent) and content.html:
+            html = inline_template(content.html)
+            # The inlined HTML must still compile within the size limit: inlining must never
+            # turn a version that renders into one that does not.
+            if html is not None and self.runtime.templates.syntax_problem(html) is None:
+                content, css_inlined = content.model_copy(update={"html": html}), True
+        if not message.is_proof:
+            if len(self._contents) >= MAX_CACHED_VERSIONS:
+                self._contents.clear()
+            self._contents[key] = (content, css_inlined)
+        return content, css_inlined
 
     async def _send(
         self,
@@ -279,6 +334,8 @@ class Deliverer:
     ) -> None:
         results = await self.adapters[channel].send(batch)
         now = utcnow()
+        if self.metrics is not None:
+            self.metrics.observe_sends(channel.value, results, now.timestamp())
         for result in results:
             if isinstance(result, Accepted):
                 outcomes.sent.append((result.message_id, result.provider_message_id))

@@ -14,7 +14,8 @@ from tidings.channels import service as channels
 from tidings.channels.models import channel_configurations
 from tidings.db import Database
 from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, MessageState
-from tidings.executions.models import messages
+from tidings.events import EventKind, MessageEvent, announce
+from tidings.executions.models import executions, messages
 from tidings.profiles.models import profiles
 from tidings.rules import enforcement
 from tidings.rules.counters import CounterKey, counters_for
@@ -96,6 +97,21 @@ class Outcomes:
                 self.postponed,
                 self.held,
             )
+        )
+
+
+def renew_leases(db: Database, message_ids: Sequence[str], until: datetime) -> None:
+    """Extends the lease of claimed messages still being sent, so that a batch slower than its
+    lease (a relay stalling on every command) is not claimed and sent again by another worker
+    while this one is still at it."""
+    with db.write() as conn:
+        conn.execute(
+            messages.update()
+            .where(
+                messages.c.id.in_(list(message_ids)),
+                messages.c.state == MessageState.SENDING.value,
+            )
+            .values(lease_until=until)
         )
 
 
@@ -425,9 +441,10 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
         ),
     ]
     with db.write() as conn:
+        expected = applied = 0
         for values, rows in updates:
             if rows:
-                conn.execute(
+                result = conn.execute(
                     messages.update()
                     .where(
                         messages.c.id == param("message_id"),
@@ -436,9 +453,128 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
                     .values(**values, lease_until=None, updated_at=now),
                     rows,
                 )
+                expected += len(rows)
+                applied += result.rowcount
         # Counters last, in key order: a claim may hold a lock on one of these messages' rows
         # (SKIP LOCKED's recheck) while it waits for counters, so a record must not hold
-        # counters while it waits for messages.
+        # counters while it waits for messages. Report counters come after frequency ones.
         counters = counters_for(conn)
         for key in sorted(outcomes.uncounted):
             counters.remove(key)
+        ids = announced_ids(outcomes)
+        if ids:
+            refs = {
+                row[0]: row[1:]
+                for row in conn.execute(
+                    sa.select(*(messages.c[name] for name in REF_COLUMNS), executions.c.kind)
+                    .join(executions, executions.c.id == messages.c.execution_id)
+                    .where(messages.c.id.in_(ids))
+                )
+            }
+            written = None
+            if applied != expected:
+                written = written_ids(
+                    outcomes,
+                    conn.execute(
+                        sa.select(messages.c.id, messages.c.state, messages.c.updated_at).where(
+                            messages.c.id.in_(ids)
+                        )
+                    ),
+                    now,
+                )
+            announce(conn, outcome_events(outcomes, refs, now, written))
+
+
+# A recorded message's columns its events need, then its execution's kind.
+REF_COLUMNS = (
+    "id",
+    "workspace_id",
+    "campaign_id",
+    "version_id",
+    "execution_id",
+    "channel",
+    "is_proof",
+)
+
+
+def announced_ids(outcomes: Outcomes) -> list[str]:
+    """The messages of a batch whose outcome is an event (postponed and held ones wait on)."""
+    return [
+        *(i for i, _ in outcomes.sent),
+        *(i for i, *_ in outcomes.retry),
+        *(i for i, *_ in outcomes.failed),
+        *(i for i, *_ in outcomes.excluded),
+    ]
+
+
+def _groups(outcomes: Outcomes) -> tuple[tuple[EventKind, str, list[tuple[str, str | None]]], ...]:
+    """(event kind, the state it leaves the message in, [(message id, reason)])."""
+    return (
+        (EventKind.SENT, MessageState.SENT.value, [(i, None) for i, _ in outcomes.sent]),
+        (EventKind.RETRIED, MessageState.QUEUED.value, [(i, r) for i, _, r, _ in outcomes.retry]),
+        (EventKind.FAILED, MessageState.FAILED.value, [(i, r) for i, r, _ in outcomes.failed]),
+        (
+            EventKind.EXCLUDED,
+            MessageState.EXCLUDED.value,
+            [(i, r) for i, r, _ in outcomes.excluded],
+        ),
+    )
+
+
+def written_ids(outcomes: Outcomes, rows: Iterable[Sequence[Any]], stamp: Any) -> set[str]:
+    """When a record's UPDATEs touched fewer rows than they were given (a lease expired and the
+    message went back to the queue, or to another worker), the messages this record wrote:
+    `rows` are (id, state, updated_at) after the UPDATEs; those in their outcome's state whose
+    updated_at is this record's (`stamp`, as the rows hold it) are this record's."""
+    target = {
+        message_id: state for _, state, members in _groups(outcomes) for message_id, _ in members
+    }
+    return {
+        message_id
+        for message_id, state, updated_at in rows
+        if target.get(message_id) == state and updated_at == stamp
+    }
+
+
+def outcome_events(
+    outcomes: Outcomes,
+    refs: Mapping[str, Sequence[Any]],
+    now: datetime,
+    written: set[str] | None,
+) -> list[MessageEvent]:
+    """The events of a recorded batch. `refs`: the messages' REF_COLUMNS after the id, then
+    their execution's kind; `written`: the messages this record wrote (written_ids), None when
+    it wrote all it was given (the common case, told by the UPDATEs' row counts)."""
+    events = []
+    sending = MessageState.SENDING.value
+    for kind, _, members in _groups(outcomes):
+        for message_id, reason in members:
+            ref = refs.get(message_id)
+            if ref is None or (written is not None and message_id not in written):
+                continue
+            (
+                workspace_id,
+                campaign_id,
+                version_id,
+                execution_id,
+                channel,
+                is_proof,
+                execution_kind,
+            ) = ref
+            events.append(
+                MessageEvent(
+                    kind=kind,
+                    message_id=message_id,
+                    workspace_id=workspace_id,
+                    campaign_id=campaign_id,
+                    version_id=version_id,
+                    execution_id=execution_id,
+                    channel=channel,
+                    occurred_at=now,
+                    reason=reason,
+                    previous_state=sending,
+                    is_proof=bool(is_proof),
+                    audience=execution_kind == "audience",
+                )
+            )
+    return events

@@ -26,14 +26,19 @@ from tidings.delivery.queue import (
     CAMPAIGN_COLUMNS,
     MESSAGE_COLUMNS,
     PROFILE_COLUMNS,
+    REF_COLUMNS,
     VERSION_COLUMNS,
     ClaimedMessage,
     Outcomes,
+    announced_ids,
     assemble,
     find_suppressions,
+    outcome_events,
     rules_by_workspace,
+    written_ids,
 )
 from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, MessageState
+from tidings.events import announce_on_sqlite
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
 from tidings.rules import enforcement
@@ -82,6 +87,12 @@ _RECORD_HELD = (
     "UPDATE messages SET state = 'deferred', due_at = ?, reason = ?, attempts = attempts - 1"
     + _RECORD_TAIL
 )
+
+_REFS = (
+    f"SELECT {', '.join('m.' + name for name in REF_COLUMNS)}, e.kind "
+    "FROM messages AS m JOIN executions AS e ON e.id = m.execution_id WHERE m.id IN "
+)
+_WRITTEN = "SELECT id, state, updated_at FROM messages WHERE id IN "
 
 
 def _marks(count: int) -> str:
@@ -294,9 +305,20 @@ def record(
             [(time(d), QUIET_HOURS_HELD, *tail, i, _SENDING) for i, d in outcomes.held],
         ),
     ]
+    expected = applied = 0
     for sql, parameters in groups:
         if parameters:
-            connection.executemany(sql, parameters)
+            applied += connection.executemany(sql, parameters).rowcount
+            expected += len(parameters)
     counters = SqliteCounters(connection, time)
     for key in sorted(outcomes.uncounted):
         counters.remove(key)
+    ids = announced_ids(outcomes)
+    if ids:
+        marks = f"({_marks(len(ids))})"
+        refs = {row[0]: row[1:] for row in connection.execute(_REFS + marks, ids).fetchall()}
+        written = None
+        if applied != expected:
+            rows = connection.execute(_WRITTEN + marks, ids).fetchall()
+            written = written_ids(outcomes, rows, at)
+        announce_on_sqlite(connection, outcome_events(outcomes, refs, now, written))

@@ -19,6 +19,7 @@ when its lease expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -32,9 +33,13 @@ from tidings.delivery.deliverer import Deliverer
 from tidings.delivery.queue import ClaimedMessage
 from tidings.errors import Unavailable
 from tidings.executions import fanout
+from tidings.operations.retention import RetentionJob
+from tidings.reports import service as reports
 from tidings.rules import service as rules
 from tidings.runtime import Runtime
 from tidings.vocabulary import Channel
+from tidings.webhooks.client import AddressPolicy, HttpWebhookSender, WebhookSender
+from tidings.webhooks.service import WebhookDispatcher, dispatch_lease
 
 # Pages of audience members one fan-out task queues before the loop looks again (a page is
 # 1,000 messages in one transaction, ~70 ms).
@@ -77,14 +82,28 @@ def default_adapters(
 
 class Worker:
     def __init__(
-        self, runtime: Runtime, adapters: Mapping[Channel, ChannelAdapter] | None = None
+        self,
+        runtime: Runtime,
+        adapters: Mapping[Channel, ChannelAdapter] | None = None,
+        webhook_sender: WebhookSender | None = None,
     ) -> None:
         self.runtime = runtime
         self.poll_seconds = runtime.settings.worker_poll_seconds
         self.adapters = dict(adapters) if adapters is not None else default_adapters(runtime)
         self.deliverer = Deliverer(runtime, self.adapters)
+        self.webhooks = WebhookDispatcher(
+            runtime.db,
+            webhook_sender
+            or HttpWebhookSender(
+                AddressPolicy.from_settings(runtime.settings),
+                timeout_seconds=runtime.settings.webhook_timeout_seconds,
+            ),
+            lease=dispatch_lease(runtime.settings.webhook_timeout_seconds),
+        )
         self._last_schedules = 0.0
         self._last_purge = 0.0
+        # TIDINGS_RETENTION_DAYS, and expired idempotency keys: beside the loop, in a thread.
+        self.retention = RetentionJob(runtime.db, runtime.settings.retention_days)
 
     def advance_schedules(self) -> dict[str, int]:
         moved = campaigns.advance_schedules(self.runtime.db, utcnow())
@@ -95,6 +114,9 @@ class Worker:
             purged = rules.purge_counters(self.runtime.db, utcnow())
             if purged:
                 log.info("frequency counters of ended periods purged: %d", purged)
+            folded = reports.compact(self.runtime.db, utcnow())
+            if folded:
+                log.info("report counters folded from minutes into days: %d", folded)
         return moved
 
     async def turn(self) -> int:
@@ -167,6 +189,8 @@ class Worker:
             wake.set()
 
         helpers = [asyncio.create_task(listen()), asyncio.create_task(stopped())]
+        # Feedback webhooks go out beside message delivery, never in its way.
+        webhooks = asyncio.create_task(self._deliver_webhooks(stop))
         try:
             while not stop.is_set():
                 try:
@@ -175,6 +199,7 @@ class Worker:
                     log.warning("schedules not advanced: database unavailable")
                 except Exception:
                     log.exception("advancing schedules failed")
+                self.retention.maybe_start()
                 if fan_out_due and fan_out is None:
                     fan_out_due = False
                     fan_out = asyncio.create_task(self._fan_out_logged())
@@ -207,8 +232,28 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self.retention.finish()
+            if not stop.is_set():
+                webhooks.cancel()
+            await asyncio.gather(webhooks, return_exceptions=True)
+            await self.webhooks.close()
             for adapter in {id(a): a for a in self.adapters.values()}.values():
                 await adapter.close()
+
+    async def _deliver_webhooks(self, stop: asyncio.Event) -> None:
+        """Sends due webhook deliveries until `stop`: at once again after a full batch, else
+        once per poll interval. A batch in hand when `stop` comes is finished."""
+        while not stop.is_set():
+            claimed = 0
+            try:
+                claimed = await self.webhooks.run_once()
+            except Unavailable:
+                log.warning("webhooks not delivered: database unavailable")
+            except Exception:
+                log.exception("delivering webhooks failed")
+            if claimed < self.webhooks.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_seconds)
 
     async def _deliver(self, claimed: list[ClaimedMessage]) -> None:
         try:

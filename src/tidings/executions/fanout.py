@@ -27,6 +27,7 @@ from tidings.db import Database
 from tidings.db.bulk import bulk_insert
 from tidings.delivery.state import MessageState
 from tidings.errors import TidingsError
+from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import executions, messages
 from tidings.executions.service import ADDRESS_NAMESPACES
 from tidings.executions.state import FANNING, ExecutionStatus, check_execution_move
@@ -63,7 +64,9 @@ def advance(db: Database, now: datetime, page_size: int = PAGE_SIZE, budget: int
             if execution is None or _transient(exc):
                 raise
             log.exception(
-                "audience execution %s failed: its page could not be queued", execution["id"]
+                "audience execution %s failed: its page could not be queued",
+                execution["id"],
+                extra={"execution_id": execution["id"]},
             )
             _fail(db, execution["id"], now, _failure_reason(exc))
     return queued
@@ -162,6 +165,23 @@ def _queue_page(
     )
     rows = _message_rows(conn, execution, profile_ids, now)
     bulk_insert(conn, messages, rows)
+    announce(
+        conn,
+        [
+            MessageEvent(
+                kind=EventKind.TARGETED,
+                message_id=row["id"],
+                workspace_id=row["workspace_id"],
+                campaign_id=row["campaign_id"],
+                version_id=row["version_id"],
+                execution_id=row["execution_id"],
+                channel=row["channel"],
+                occurred_at=now,
+                audience=True,
+            )
+            for row in rows
+        ],
+    )
     values: dict[str, Any] = {
         "recipient_count": executions.c.recipient_count + len(rows),
         "fanout_cursor": profile_ids[-1] if profile_ids else execution["fanout_cursor"],

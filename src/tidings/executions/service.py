@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from tidings.content.schemas import MAX_CONTEXT_BYTES
 from tidings.db import Database
 from tidings.delivery.state import TERMINAL, MessageState
 from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound, TidingsError
+from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import executions, idempotency_keys, messages
 from tidings.executions.schemas import ExecutionCreate, Recipient
 from tidings.executions.state import ExecutionKind, ExecutionStatus, check_execution_move
@@ -91,13 +93,21 @@ class _InFlight:
 IN_FLIGHT = _InFlight()
 
 
+# Why the messages of a cancelled execution were not sent (their reason, and their events').
+CANCELLED_REASON = "execution_cancelled"
+
+
 def request_hash(body: ExecutionCreate, high_throughput: bool = False) -> str:
     """SHA-256 of the body without its request_id, keys sorted: a resent request matches even
     when its client orders keys differently. The endpoint counts too: a key first used on
     AJO's unitary API is not replayed by its high-throughput one."""
-    canonical = orjson.dumps(
-        body.model_dump(mode="json", exclude={"request_id"}), option=orjson.OPT_SORT_KEYS
-    )
+    document = body.model_dump(mode="json", exclude={"request_id"})
+    try:
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        # An integer past 64 bits, which orjson cannot write (the body takes it, as JSON
+        # does): the standard library can, the same way for every resend of that body.
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     if high_throughput:
         canonical += b"|high-throughput"
     return hashlib.sha256(canonical).hexdigest()
@@ -317,6 +327,24 @@ def accept_batch(store: TriggerStore, jobs: Sequence[TriggerJob]) -> list[Outcom
         store.insert(profile_identities, [row["identity"] for row in created.values()])
     store.insert(executions, execution_rows)
     store.insert(messages, message_rows)
+    store.announce(
+        [
+            MessageEvent(
+                kind=EventKind.TARGETED,
+                message_id=row["id"],
+                workspace_id=row["workspace_id"],
+                campaign_id=row["campaign_id"],
+                version_id=row["version_id"],
+                execution_id=row["execution_id"],
+                channel=row["channel"],
+                occurred_at=row["created_at"],
+                # Messages created here are a unitary execution's (an audience's are queued
+                # by the fan-out).
+                audience=False,
+            )
+            for row in message_rows
+        ]
+    )
     if key_rows:
         for workspace_id, keys in _grouped((r["workspace_id"], r["key"]) for r in key_rows):
             # An expired row of the same key may still be there: the new answer replaces it.
@@ -780,10 +808,40 @@ def cancel(db: Database, workspace_id: str, execution_id: str, now: datetime) ->
         # Only queued messages can be cancelled; claiming is what fires them, and a claim
         # takes the same write lock (or row locks), so none moves while this runs.
         pending = [MessageState.QUEUED.value, MessageState.DEFERRED.value]
+        cancelled = conn.execute(
+            sa.select(
+                messages.c.id,
+                messages.c.campaign_id,
+                messages.c.version_id,
+                messages.c.channel,
+                messages.c.state,
+                messages.c.is_proof,
+            ).where(messages.c.execution_id == execution_id, messages.c.state.in_(pending))
+        ).all()
         conn.execute(
             messages.update()
             .where(messages.c.execution_id == execution_id, messages.c.state.in_(pending))
-            .values(state=MessageState.CANCELLED.value, updated_at=now)
+            .values(state=MessageState.CANCELLED.value, reason=CANCELLED_REASON, updated_at=now)
+        )
+        announce(
+            conn,
+            [
+                MessageEvent(
+                    kind=EventKind.CANCELLED,
+                    message_id=row.id,
+                    workspace_id=workspace_id,
+                    campaign_id=row.campaign_id,
+                    version_id=row.version_id,
+                    execution_id=execution_id,
+                    channel=row.channel,
+                    occurred_at=now,
+                    reason=CANCELLED_REASON,
+                    previous_state=row.state,
+                    is_proof=bool(row.is_proof),
+                    audience=execution["kind"] == ExecutionKind.AUDIENCE,
+                )
+                for row in cancelled
+            ],
         )
         conn.execute(
             executions.update()
@@ -808,3 +866,51 @@ def list_messages(
         }
         for row in rows
     ], next_cursor
+
+
+def campaign_messages(
+    db: Database, workspace_id: str, campaign_id: str, limit: int
+) -> tuple[dict[str, int], dict[str, int], list[dict[str, Any]]]:
+    """For the console's campaign page: message counts by state and by reason (proofs left
+    out), and the newest `limit` messages, proofs included and marked."""
+    # Through the campaign's executions: messages are indexed by execution, not by campaign.
+    of_campaign = sa.select(executions.c.id).where(
+        executions.c.workspace_id == workspace_id, executions.c.campaign_id == campaign_id
+    )
+    scope = messages.c.execution_id.in_(of_campaign)
+    counted = scope & messages.c.is_proof.is_(False)
+    with db.read() as conn:
+        by_state = {
+            row[0]: int(row[1])
+            for row in conn.execute(
+                sa.select(messages.c.state, sa.func.count())
+                .where(counted)
+                .group_by(messages.c.state)
+            )
+        }
+        by_reason = {
+            row[0]: int(row[1])
+            for row in conn.execute(
+                sa.select(messages.c.reason, sa.func.count())
+                .where(counted & messages.c.reason.is_not(None))
+                .group_by(messages.c.reason)
+            )
+        }
+        latest = conn.execute(
+            sa.select(
+                messages.c.id,
+                messages.c.execution_id,
+                messages.c.state,
+                messages.c.recipient_namespace,
+                messages.c.recipient_id,
+                messages.c.reason,
+                messages.c.attempts,
+                messages.c.is_proof,
+                messages.c.created_at,
+                messages.c.updated_at,
+            )
+            .where(scope)
+            .order_by(messages.c.created_at.desc(), messages.c.id.desc())
+            .limit(limit)
+        ).mappings()
+        return by_state, by_reason, [dict(row) for row in latest]

@@ -24,6 +24,7 @@ from tidings.audiences.models import audiences
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels.models import channel_configurations
 from tidings.db.bulk import bulk_insert, sqlite_insert
+from tidings.events import MessageEvent, announce, announce_on_sqlite
 from tidings.executions.models import idempotency_keys
 from tidings.profiles.models import profile_identities, profile_push_tokens
 
@@ -65,6 +66,9 @@ class TriggerStore(Protocol):
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None: ...
 
     def forget_keys(self, workspace_id: str, keys: Sequence[str]) -> None: ...
+
+    def announce(self, events: Sequence[MessageEvent]) -> None:
+        """events.announce, in this store's transaction."""
 
 
 def advisory_lock_id(workspace_id: str, key: str) -> int:
@@ -170,6 +174,9 @@ class SqlAlchemyStore:
 
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         bulk_insert(self.conn, table, rows)
+
+    def announce(self, events: Sequence[MessageEvent]) -> None:
+        announce(self.conn, events)
 
     def forget_keys(self, workspace_id: str, keys: Sequence[str]) -> None:
         self.conn.execute(_FORGET_KEYS, {"workspace_id": workspace_id, "keys": list(keys)})
@@ -297,6 +304,9 @@ class SqliteStore:
         if rows:
             sql, parameters = sqlite_insert(self.dialect, table, rows)
             self.connection.executemany(sql, parameters)
+
+    def announce(self, events: Sequence[MessageEvent]) -> None:
+        announce_on_sqlite(self.connection, events)
 
     def forget_keys(self, workspace_id: str, keys: Sequence[str]) -> None:
         self.connection.execute(

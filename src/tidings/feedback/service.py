@@ -43,6 +43,7 @@ from tidings.clock import utcnow
 from tidings.db import Database
 from tidings.delivery.state import MESSAGE_TRANSITIONS, MessageState
 from tidings.errors import InvalidInput
+from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import messages
 from tidings.feedback.events import FeedbackEvent, FeedbackKind
 from tidings.feedback.models import feedback_events
@@ -74,6 +75,10 @@ _COLUMNS = (
     messages.c.state,
     messages.c.address,
     messages.c.profile_id,
+    messages.c.campaign_id,
+    messages.c.version_id,
+    messages.c.execution_id,
+    messages.c.is_proof,
 )
 
 
@@ -180,18 +185,22 @@ def apply_event(
     source = event.source.value
     kind = event.kind
     if kind == FeedbackKind.HARD_BOUNCE:
-        _move(conn, row, MessageState.BOUNCED, now, REASON_HARD_BOUNCE, event.detail)
+        if _move(conn, row, MessageState.BOUNCED, now, REASON_HARD_BOUNCE, event.detail):
+            announce(conn, [message_event(row, EventKind.BOUNCED, now, reason="hard")])
         if address:
             _suppress(
                 conn, row.workspace_id, address, SuppressionType.HARD_BOUNCE, source, event, now
             )
     elif kind == FeedbackKind.SOFT_BOUNCE:
         if row.state == MessageState.SENT:
-            conn.execute(
+            noted = conn.execute(
                 messages.update()
                 .where(messages.c.id == row.id, messages.c.state == MessageState.SENT.value)
                 .values(reason=REASON_SOFT_BOUNCE, last_error=event.detail, updated_at=now)
-            )
+            ).rowcount
+            if noted:
+                # Counted beside the states: the message stays sent.
+                announce(conn, [message_event(row, EventKind.BOUNCED, now, reason="soft")])
         if address:
             # An address the suppression list cannot hold has nothing to count it by.
             with contextlib.suppress(InvalidInput):
@@ -204,20 +213,51 @@ def apply_event(
                     threshold=soft_bounce_threshold,
                 )
     elif kind == FeedbackKind.DELIVERED:
-        _move(conn, row, MessageState.DELIVERED, now, None, None)
+        if _move(conn, row, MessageState.DELIVERED, now, None, None):
+            announce(conn, [message_event(row, EventKind.DELIVERED, now)])
         if address:
             suppressions.reset_soft_bounces(conn, row.workspace_id, address)
     elif kind == FeedbackKind.COMPLAINT:
+        announce(conn, [message_event(row, EventKind.COMPLAINED, now)])
         if address:
             _suppress(
                 conn, row.workspace_id, address, SuppressionType.SPAM_COMPLAINT, source, event, now
             )
         _opt_out(conn, row, SOURCE_COMPLAINT, now)
-    elif (
-        kind == FeedbackKind.UNSUBSCRIBE
-        and not _opt_out(conn, row, f"{source}_unsubscribe", now)
-        and address
-    ):
+    elif kind == FeedbackKind.UNSUBSCRIBE:
+        announce(conn, [message_event(row, EventKind.UNSUBSCRIBED, now)])
+        _unsubscribe(conn, row, address, source, now)
+    # DELAYED: the log row is all.
+    return Applied(Outcome.APPLIED, row.workspace_id, row.id)
+
+
+def message_event(
+    row: Any,
+    kind: EventKind,
+    now: datetime,
+    *,
+    reason: str | None = None,
+) -> MessageEvent:
+    """The event of a message read with _COLUMNS (its state before this change)."""
+    return MessageEvent(
+        kind=kind,
+        message_id=row.id,
+        workspace_id=row.workspace_id,
+        campaign_id=row.campaign_id,
+        version_id=row.version_id,
+        execution_id=row.execution_id,
+        channel=row.channel,
+        occurred_at=now,
+        reason=reason,
+        previous_state=row.state,
+        is_proof=bool(row.is_proof),
+    )
+
+
+def _unsubscribe(
+    conn: sa.Connection, row: Any, address: str | None, source: str, now: datetime
+) -> None:
+    if not _opt_out(conn, row, f"{source}_unsubscribe", now) and address:
         # A recipient without a profile has no consent: a suppression keeps marketing away.
         with contextlib.suppress(InvalidInput):
             suppressions.suppress_unless_suppressed(
@@ -229,8 +269,6 @@ def apply_event(
                 reason="unsubscribed at the provider",
                 now=now,
             )
-    # DELAYED: the log row is all.
-    return Applied(Outcome.APPLIED, row.workspace_id, row.id)
 
 
 def apply_events(
@@ -253,20 +291,21 @@ def _move(
     now: datetime,
     reason: str | None,
     detail: str | None,
-) -> None:
+) -> bool:
     """Moves the message when the state machine allows it; a bounce after a delivery is a
-    late bounce, a delivery after a bounce changes nothing."""
+    late bounce, a delivery after a bounce changes nothing. True when it moved."""
     current = MessageState(row.state)
     if target not in MESSAGE_TRANSITIONS[current]:
-        return
+        return False
     values: dict[str, Any] = {"state": target.value, "updated_at": now}
     if target == MessageState.BOUNCED:
         values.update(reason=reason, last_error=detail)
-    conn.execute(
+    moved = conn.execute(
         messages.update()
         .where(messages.c.id == row.id, messages.c.state == current.value)
         .values(**values)
-    )
+    ).rowcount
+    return bool(moved)
 
 
 def _opt_out(conn: sa.Connection, row: Any, source: str, now: datetime) -> bool:

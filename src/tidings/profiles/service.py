@@ -21,6 +21,7 @@ from tidings.db import Database
 from tidings.db.upsert import insert_ignoring_conflicts
 from tidings.delivery.state import MessageState
 from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound
+from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import messages
 from tidings.ids import new_id
 from tidings.json_data import unstorable
@@ -44,6 +45,7 @@ from tidings.rules import counters
 from tidings.suppressions.models import suppression_soft_bounces
 from tidings.suppressions.schemas import SuppressionChannel
 from tidings.vocabulary import E164_PATTERN, EMAIL_NAMESPACE, PHONE_NAMESPACE, Channel
+from tidings.webhooks import service as webhooks
 
 MAX_TRACKED_PATHS = 1000
 MAX_PATH_CHARS = 512
@@ -119,11 +121,15 @@ def attribute_paths(attributes: Mapping[str, Any], prefix: str = "") -> Iterator
             yield from attribute_paths(value, path + ".")
 
 
-def _depth(value: Any) -> int:
+def _depth(value: Any, cap: int = MAX_ATTRIBUTE_DEPTH + 1) -> int:
+    """How deeply a value nests, counted to `cap` at most: a body nested hundreds of levels
+    deep (which the JSON parser takes) ends the walk there instead of in a RecursionError."""
+    if cap <= 0:
+        return 0
     if isinstance(value, Mapping):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
+        return 1 + max((_depth(v, cap - 1) for v in value.values()), default=0)
     if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
+        return 1 + max((_depth(v, cap - 1) for v in value), default=0)
     return 0
 
 
@@ -892,12 +898,47 @@ def _erase_messages(
     ids = list(found)
     for start in range(0, len(ids), IN_CHUNK):
         chunk = messages.c.id.in_(ids[start : start + IN_CHUNK])
+        # Locked as read (a worker's claim skips them), so the events are those of the update.
+        cancelled = conn.execute(
+            sa.select(
+                messages.c.id,
+                messages.c.campaign_id,
+                messages.c.version_id,
+                messages.c.execution_id,
+                messages.c.channel,
+                messages.c.state,
+                messages.c.is_proof,
+            )
+            .where(chunk, messages.c.state.in_(PENDING_STATES))
+            .with_for_update()
+        ).all()
         conn.execute(
             messages.update()
             .where(chunk, messages.c.state.in_(PENDING_STATES))
             .values(state=MessageState.CANCELLED.value, reason=ERASED_REASON, updated_at=now)
         )
+        announce(
+            conn,
+            [
+                MessageEvent(
+                    kind=EventKind.CANCELLED,
+                    message_id=row.id,
+                    workspace_id=workspace_id,
+                    campaign_id=row.campaign_id,
+                    version_id=row.version_id,
+                    execution_id=row.execution_id,
+                    channel=row.channel,
+                    occurred_at=now,
+                    reason=ERASED_REASON,
+                    previous_state=row.state,
+                    is_proof=bool(row.is_proof),
+                )
+                for row in cancelled
+            ],
+        )
         conn.execute(messages.update().where(chunk).values(**_ERASED_MESSAGE))
+        # Webhook payloads name the recipient: the deliveries about these messages go too.
+        webhooks.forget_messages(conn, ids[start : start + IN_CHUNK])
     return len(ids)
 
 

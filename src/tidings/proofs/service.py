@@ -20,6 +20,7 @@ from tidings.content.engine import TemplateEngine
 from tidings.db import Database
 from tidings.delivery.state import MessageState
 from tidings.errors import InvalidInput
+from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import executions, messages
 from tidings.executions.state import ExecutionKind, ExecutionStatus
 from tidings.ids import new_id
@@ -143,6 +144,23 @@ def send(
                 updated_at=now,
                 is_proof=True,
             )
+        )
+        announce(
+            conn,
+            [
+                MessageEvent(
+                    kind=EventKind.TARGETED,
+                    message_id=message_id,
+                    workspace_id=workspace_id,
+                    campaign_id=campaign_id,
+                    version_id=version["id"],
+                    execution_id=execution_id,
+                    channel=channel.value,
+                    occurred_at=now,
+                    is_proof=True,
+                    audience=False,
+                )
+            ],
         )
     return {
         "proof_id": message_id,

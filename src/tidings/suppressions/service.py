@@ -734,7 +734,13 @@ class SuppressionImport:
     def _row(self, record: str, line: int) -> None:
         if not record.strip():
             return
-        fields = next(csv.reader([record]))
+        try:
+            fields = next(csv.reader([record]))
+        except csv.Error as error:  # e.g. a bare carriage return inside an unquoted field
+            if self._columns is None:
+                raise InvalidInput.on("body", f"line {line} is not CSV: {error}") from None
+            self._reject(line, f"is not CSV: {error}")
+            return
         if self._columns is None:
             self._header(fields, line)
             return

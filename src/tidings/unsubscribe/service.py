@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 
 from tidings.clock import utcnow
 from tidings.db import Database
 from tidings.errors import InvalidInput, NotFound
+from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import messages
 from tidings.profiles import service as profiles
 from tidings.profiles.schemas import ConsentStatus
@@ -60,7 +63,16 @@ def unsubscribe(db: Database, token: UnsubscribeToken, source: str) -> Unsubscri
     now = utcnow()
     with db.write() as conn:
         row = conn.execute(
-            sa.select(messages.c.profile_id, messages.c.address, messages.c.channel).where(
+            sa.select(
+                messages.c.profile_id,
+                messages.c.address,
+                messages.c.channel,
+                messages.c.campaign_id,
+                messages.c.version_id,
+                messages.c.execution_id,
+                messages.c.state,
+                messages.c.is_proof,
+            ).where(
                 messages.c.id == token.message_id,
                 messages.c.workspace_id == token.workspace_id,
             )
@@ -74,14 +86,16 @@ def unsubscribe(db: Database, token: UnsubscribeToken, source: str) -> Unsubscri
             else None
         )
         if profile_id is not None:
-            profiles.set_channel_consent(
+            entry = profiles.set_channel_consent(
                 conn, workspace_id, profile_id, channel, ConsentStatus.OUT, source, now
             )
+            if entry is not None and entry.get("updated_at") == now.isoformat():
+                _announce(conn, token, row, now)
             return Unsubscribed(Outcome.CONSENT_OUT, channel)
         suppression_channel = _SUPPRESSION_CHANNELS.get(channel)
         if row.address and suppression_channel is not None:
             try:
-                suppressions.suppress_unless_suppressed(
+                added = suppressions.suppress_unless_suppressed(
                     conn,
                     workspace_id,
                     suppression_channel,
@@ -94,5 +108,29 @@ def unsubscribe(db: Database, token: UnsubscribeToken, source: str) -> Unsubscri
                 # An address the suppression list cannot hold (it validates more strictly
                 # than a relay may accept): nothing to record it by.
                 return Unsubscribed(Outcome.NOTHING, channel)
+            if added:
+                _announce(conn, token, row, now)
             return Unsubscribed(Outcome.SUPPRESSED, channel)
     return Unsubscribed(Outcome.NOTHING, channel)
+
+
+def _announce(conn: sa.Connection, token: UnsubscribeToken, row: Any, now: datetime) -> None:
+    """Announces the unsubscribe of the message's recipient: only the one that changed
+    something, so a repeated click is not counted twice."""
+    announce(
+        conn,
+        [
+            MessageEvent(
+                kind=EventKind.UNSUBSCRIBED,
+                message_id=token.message_id,
+                workspace_id=token.workspace_id,
+                campaign_id=row.campaign_id,
+                version_id=row.version_id,
+                execution_id=row.execution_id,
+                channel=row.channel,
+                occurred_at=now,
+                previous_state=row.state,
+                is_proof=bool(row.is_proof),
+            )
+        ],
+    )

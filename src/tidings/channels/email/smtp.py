@@ -958,7 +958,9 @@ def _serialize(message: OutboundMessage) -> tuple[bytes, bytes, list[bytes]]:
         to=message.to,
         reply_to=_text(settings.get("reply_to")),
         subject=_text(content.get("subject")) or "",
-        html=inline_css(html) if html and settings.get("inline_css", True) else html,
+        html=inline_css(html)
+        if html and settings.get("inline_css", True) and not message.css_inlined
+        else html,
         text=_text(content.get("text")),
         headers=dict(merged.values()),
     )

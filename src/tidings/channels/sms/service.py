@@ -33,6 +33,7 @@ from tidings.clock import utcnow
 from tidings.db import Database
 from tidings.delivery.state import MESSAGE_TRANSITIONS, MessageState
 from tidings.errors import InvalidInput, PermissionDenied
+from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import messages
 from tidings.profiles import service as profiles
 from tidings.profiles.schemas import ConsentStatus
@@ -91,6 +92,12 @@ def status_callback(db: Database, url: str, params: Form, given: str) -> StatusO
             sa.select(
                 messages.c.id,
                 messages.c.channel,
+                messages.c.state,
+                messages.c.workspace_id,
+                messages.c.campaign_id,
+                messages.c.version_id,
+                messages.c.execution_id,
+                messages.c.is_proof,
                 channel_configurations.c.settings,
                 channel_configurations.c.secrets,
             )
@@ -104,7 +111,7 @@ def status_callback(db: Database, url: str, params: Form, given: str) -> StatusO
         if not rows:
             return StatusOutcome.UNKNOWN
         verified = [
-            row.id
+            row
             for row in rows
             if signature_valid(
                 str(join_secrets(Channel.SMS, row.settings, row.secrets).get("auth_token") or ""),
@@ -129,12 +136,35 @@ def status_callback(db: Database, url: str, params: Form, given: str) -> StatusO
             sources, outcome = _sources(MessageState.BOUNCED), StatusOutcome.BOUNCED
         else:
             return StatusOutcome.UNCHANGED
-        changed = conn.execute(
-            messages.update()
-            .where(messages.c.id.in_(verified), messages.c.state.in_(sources))
-            .values(**values, updated_at=now)
-        ).rowcount
-    return outcome if changed else StatusOutcome.UNCHANGED
+        kind = EventKind.DELIVERED if outcome is StatusOutcome.DELIVERED else EventKind.BOUNCED
+        events = []
+        for row in verified:
+            # One message per sid in practice: one UPDATE each tells which of them moved.
+            if (
+                row.state in sources
+                and conn.execute(
+                    messages.update()
+                    .where(messages.c.id == row.id, messages.c.state == row.state)
+                    .values(**values, updated_at=now)
+                ).rowcount
+            ):
+                events.append(
+                    MessageEvent(
+                        kind=kind,
+                        message_id=row.id,
+                        workspace_id=row.workspace_id,
+                        campaign_id=row.campaign_id,
+                        version_id=row.version_id,
+                        execution_id=row.execution_id,
+                        channel=row.channel,
+                        occurred_at=now,
+                        reason="hard" if kind is EventKind.BOUNCED else None,
+                        previous_state=row.state,
+                        is_proof=bool(row.is_proof),
+                    )
+                )
+        announce(conn, events)
+    return outcome if events else StatusOutcome.UNCHANGED
 
 
 class Keyword(StrEnum):

@@ -1,0 +1,1 @@
+"""Live reports: counts per campaign, version and execution, kept as events happen."""

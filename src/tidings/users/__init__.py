@@ -1,0 +1,1 @@
+"""Console users: accounts, workspace roles, sessions and sign-in throttling."""

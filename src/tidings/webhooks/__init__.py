@@ -1,0 +1,1 @@
+"""Feedback webhooks: signed event deliveries to endpoints a workspace subscribes."""
