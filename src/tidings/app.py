@@ -109,7 +109,9 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
     app.hot_paths = HotPaths(
         {**EXECUTION_HOT_ROUTES, **AJO_HOT_ROUTES}, runtime.settings.max_body_bytes
     )
+    # Routes are matched in this order: the probes first, as load balancers call them often.
     for router in (
+        operations_router,
         workspaces_router,
         channels_router,
         campaigns_router,
@@ -127,7 +129,6 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         tracking_router,
         console_router,
         mailbox_router,
-        operations_router,
         webhooks_router,
     ):
         app.include_router(router)

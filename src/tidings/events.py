@@ -73,13 +73,20 @@ class MessageEvent:
 Listener = Callable[[sa.Connection, Sequence[MessageEvent]], None]
 
 
-def _listeners() -> tuple[Listener, ...]:
-    # Imported here: the listeners' packages import the tables of the packages that announce.
-    from tidings.operations.metrics import count_events as count_metrics
-    from tidings.reports.ledger import count_events
-    from tidings.webhooks.outbox import enqueue_events
+_LISTENERS: tuple[Listener, ...] = ()
 
-    return (count_events, enqueue_events, count_metrics)
+
+def _listeners() -> tuple[Listener, ...]:
+    global _LISTENERS
+    if not _LISTENERS:
+        # Imported here, once: the listeners' packages import the tables of the packages that
+        # announce.
+        from tidings.operations.metrics import count_events as count_metrics
+        from tidings.reports.ledger import count_events
+        from tidings.webhooks.outbox import enqueue_events
+
+        _LISTENERS = (count_events, enqueue_events, count_metrics)
+    return _LISTENERS
 
 
 def announce(conn: sa.Connection, events: Sequence[MessageEvent]) -> None:

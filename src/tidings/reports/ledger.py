@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tidings.db.bulk import sqlite_insert
 from tidings.events import EventKind, MessageEvent
 from tidings.executions.models import executions
 from tidings.reports.models import DETAIL_CHARS, report_counters, report_links
@@ -165,6 +166,7 @@ _COLUMNS = (
     "detail",
 )
 _statements: dict[str, Any] = {}
+_SQLITE_ADD = f" ON CONFLICT ({', '.join(_COLUMNS)}) DO UPDATE SET count = count + excluded.count"
 
 
 def _upsert(dialect_name: str) -> Any:
@@ -190,8 +192,15 @@ def add(conn: sa.Connection, deltas: dict[Key, int]) -> None:
         for key, count in sorted(deltas.items())
         if count
     ]
-    if rows:
-        conn.execute(_upsert(conn.dialect.name), rows)
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        # Straight through the driver (each column's own bind processor, so the stored text is
+        # the same): SQLAlchemy's compiled upsert cost ~0.15 ms a call, a sixth of a trigger.
+        sql, parameters = sqlite_insert(conn.dialect, report_counters, rows)
+        conn.exec_driver_sql(sql + _SQLITE_ADD, parameters)
+        return
+    conn.execute(_upsert(conn.dialect.name), rows)
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
