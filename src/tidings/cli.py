@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 import uvicorn
 from pydantic import ValidationError
@@ -47,6 +50,8 @@ from tidings.users import service as users
 from tidings.users.schemas import Role
 from tidings.workspaces import service as workspaces
 from tidings.workspaces.schemas import Scope
+
+log = logging.getLogger("tidings.cli")
 
 app = typer.Typer(help="Tidings: API-triggered campaigns over email, SMS and push.")
 keys_app = typer.Typer(help="API keys: create, list, revoke.")
@@ -145,11 +150,29 @@ def api() -> None:
     _serve(with_worker=False)
 
 
+def _schema_is_current(runtime: Runtime) -> bool:
+    """Whether the schema is this version's, waiting for a database that does not answer yet
+    (a worker started during an outage, or before its database) rather than exiting: workers
+    are meant to come back by themselves when the database does."""
+    delay = 0.5
+    while True:
+        try:
+            return migrations.is_current(runtime.db)
+        except sa.exc.OperationalError as exc:
+            log.warning(
+                "the database does not answer (%s); trying again in %.0f s",
+                type(exc.orig).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 @app.command()
 def worker() -> None:
     """A worker process; as many as needed can share one PostgreSQL database."""
     runtime = _runtime("json")
-    if not migrations.is_current(runtime.db):
+    if not _schema_is_current(runtime):
         console.print("[red]the database schema is not current: run `tidings migrate`[/red]")
         raise typer.Exit(1)
     metrics = Metrics(runtime.db)
