@@ -162,6 +162,14 @@ def test_ascii_templates_stay_ascii():
             '<style>td {color: red}</style><table><tr><td{% if r %} align="right"{% endif %}>'
             "x</td></tr></table>",
         ),
+        (
+            "a class some messages have",
+            '<style>.hl {color: red}</style><p{% if x %} class="hl"{% endif %}>x</p>',
+        ),
+        (
+            "attribute selectors and templated attributes",
+            '<style>a[target] {color: red}</style><a{% if x %} target="_blank"{% endif %}>x</a>',
+        ),
         ("text the parser moves out of a table", "<style>td {color: red}</style><table>x<tr>"),
         ("an element the parser closes", "<style>p {color: red}</style><p>a<p>b"),
     ],

@@ -83,6 +83,7 @@ _VOID_ELEMENTS = frozenset(
 _IMPLIED_ELEMENTS = frozenset({"html", "head", "body", "tbody"})
 # Attributes the selectors read (class, id) or the inliner rewrites (style).
 _SELECTED_ATTRIBUTES = frozenset({"class", "id", "style"})
+_SELECTED_NAME = re.compile(r"(?<![\w:-])(?:class|id)\s*=", re.IGNORECASE)
 
 # Where a hidden piece of template stands, which decides its placeholder: between elements
 # (a comment, which the parser's table rules leave in place), among a tag's attributes (a bare
@@ -129,8 +130,8 @@ def inline_template(source: str) -> str | None:
     before = _shape(hidden_source, token)
     if before is None or not _blocks_are_whole(before, hidden):
         return None
-    if any(piece.where == _WORD for piece in hidden.values()) and "[" in "".join(stylesheets):
-        return None  # attribute selectors, and template values in attributes
+    if "[" in "".join(stylesheets) and any(piece.where != _TEXT for piece in hidden.values()):
+        return None  # attribute selectors, and attributes or values some messages differ in
     try:
         inlined = _INLINER.inline(hidden_source)
     except (css_inline.InlineError, ValueError):
@@ -200,6 +201,9 @@ def _hide(source: str, token: str) -> tuple[str, dict[str, _Hidden]]:
             end = matches[last].end()
         group = [m.group() for m in matches[index : last + 1]]
         _check_statements(group, balanced=where == _ATTRIBUTES)
+        if where == _ATTRIBUTES and _SELECTED_NAME.search(blanked[match.start() : end]):
+            # A class or id that only some messages have: selectors may match them there.
+            raise _Unshowable
         placeholder = f"{token}{len(hidden)}z"
         hidden[placeholder] = _Hidden(placeholder, source[match.start() : end], where)
         pieces.append(source[position : match.start()])
