@@ -10,6 +10,11 @@ import orjson
 
 from tidings.errors import FieldError
 
+# Contexts (the call's and each recipient's) nest at most this many objects and lists deep.
+# Templates address data by dotted paths a person writes; nothing a real integration sends
+# needs more, and a bound of our own gives a clear error far below the parsers' limits.
+MAX_CONTEXT_DEPTH = 32
+
 
 def unstorable(value: Any, path: str) -> FieldError | None:
     """The first value PostgreSQL would refuse or JSON could not carry back, if any.
@@ -47,3 +52,23 @@ def plainly_storable(json_text: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
+
+
+def nesting_depth(value: Any, cap: int) -> int:
+    """How deeply objects and lists nest in `value` (a scalar is 0, `{}` is 1), counted to `cap`
+    at most: a document nested hundreds of levels deep, which the JSON parser takes, ends the
+    walk there instead of in a RecursionError."""
+    if cap <= 0:
+        return 0
+    if isinstance(value, Mapping):
+        return 1 + max((nesting_depth(item, cap - 1) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((nesting_depth(item, cap - 1) for item in value), default=0)
+    return 0
+
+
+def text_nests_within(json_text: bytes, depth: int) -> bool:
+    """True when the text alone shows nothing in it nests deeper than `depth`: it holds no
+    more opening brackets than that (quoted ones included, so a False only means the parsed
+    documents must be walked)."""
+    return json_text.count(b"{") + json_text.count(b"[") <= depth

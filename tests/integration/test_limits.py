@@ -15,7 +15,9 @@ from tests.integration.test_executions import live_campaign, recipient
 from tidings.config import Settings
 from tidings.content.schemas import MAX_CONTEXT_BYTES, MAX_TEXT
 from tidings.executions.schemas import MAX_UNITARY_RECIPIENTS
+from tidings.json_data import MAX_CONTEXT_DEPTH
 from tidings.profiles import imports
+from tidings.profiles.schemas import MAX_ATTRIBUTE_DEPTH
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +132,37 @@ LIMITS = {
         400,
         "body",
     ),
+    # Tidings' own bounds, far below the parser's: the error names the document.
+    "nesting depth (context, own bound)": Limit(
+        "POST",
+        "/v1/executions",
+        lambda c: execution(c, context=nested(MAX_CONTEXT_DEPTH + 1)),
+        422,
+        "context",
+    ),
+    "nesting depth (recipient context)": Limit(
+        "POST",
+        "/v1/executions",
+        lambda c: {
+            "campaign_id": c["id"],
+            "recipients": [
+                recipient("a@example.com", context={"order": nested(MAX_CONTEXT_DEPTH)})
+            ],
+        },
+        422,
+        "recipients.0.context",
+    ),
+    # A recipient's profile becomes a new profile's attributes: the attributes' bound.
+    "nesting depth (recipient profile)": Limit(
+        "POST",
+        "/v1/executions",
+        lambda c: {
+            "campaign_id": c["id"],
+            "recipients": [recipient("a@example.com", profile=nested(MAX_ATTRIBUTE_DEPTH + 1))],
+        },
+        422,
+        "recipients.0.profile",
+    ),
     # Deep enough for the parser to take and for an unbounded recursive walk to fail.
     "nesting depth (profile attributes, 900 levels)": Limit(
         "PUT",
@@ -186,7 +219,9 @@ def test_over_a_limit_is_a_problem_naming_the_field(tenant: Tenant, limit: Limit
 def test_just_under_the_limits_is_accepted(tenant: Tenant):
     campaign = live_campaign(tenant)
     recipients = [recipient(f"r{i}@example.com") for i in range(MAX_UNITARY_RECIPIENTS)]
-    context = {"pad": "x" * (MAX_CONTEXT_BYTES - 1000), "deep": nested(30)}
+    context = {"pad": "x" * (MAX_CONTEXT_BYTES - 1000), "deep": nested(MAX_CONTEXT_DEPTH - 1)}
+    recipients[0]["profile"] = nested(MAX_ATTRIBUTE_DEPTH)
+    recipients[1]["context"] = nested(MAX_CONTEXT_DEPTH)
     accepted = tenant.client.post(
         "/v1/executions",
         json={"campaign_id": campaign["id"], "recipients": recipients, "context": context},

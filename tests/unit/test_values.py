@@ -14,7 +14,7 @@ from tidings.channels.service import join_secrets, split_secrets
 from tidings.content.schemas import field_path
 from tidings.errors import InvalidInput
 from tidings.ids import new_id
-from tidings.json_data import plainly_storable, unstorable
+from tidings.json_data import nesting_depth, plainly_storable, text_nests_within, unstorable
 from tidings.profiles.service import _plain_email, attribute_paths, normalize_identity
 from tidings.vocabulary import Channel
 from tidings.workspaces.schemas import Scope
@@ -193,3 +193,26 @@ def test_plainly_storable_never_passes_what_the_walk_refuses(value):
     text = json.dumps({"v": value}).encode()
     if plainly_storable(text):
         assert unstorable(json.loads(text), "body") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "depth"),
+    [("x", 0), ({}, 1), ([], 1), ({"a": [1, {"b": 2}]}, 3), ([[[[]]]], 4), ({"a": 1, "b": {}}, 2)],
+)
+def test_nesting_depth_counts_objects_and_lists(value, depth):
+    assert nesting_depth(value, cap=100) == depth
+
+
+def test_nesting_depth_stops_at_its_cap():
+    value: object = "leaf"
+    for _ in range(5000):
+        value = [value]
+    assert nesting_depth(value, cap=33) == 33
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(), _json_containers))
+def test_a_text_within_a_depth_never_hides_a_deeper_document(value):
+    text = json.dumps(value).encode()
+    for depth in (0, 1, 2, 5):
+        if text_nests_within(text, depth):
+            assert nesting_depth(json.loads(text), cap=depth + 1) <= depth

@@ -27,15 +27,24 @@ from tidings.executions.schemas import ExecutionCreate, Recipient
 from tidings.executions.state import ExecutionKind, ExecutionStatus, check_execution_move
 from tidings.executions.store import SqlAlchemyStore, TriggerStore
 from tidings.ids import new_id
-from tidings.json_data import plainly_storable, unstorable
+from tidings.json_data import (
+    MAX_CONTEXT_DEPTH,
+    nesting_depth,
+    plainly_storable,
+    text_nests_within,
+    unstorable,
+)
 from tidings.pagination import keyset_page
 from tidings.profiles import service as profiles
 from tidings.profiles.models import profile_identities
 from tidings.profiles.models import profiles as profiles_table
+from tidings.profiles.schemas import MAX_ATTRIBUTE_DEPTH
 from tidings.vocabulary import EMAIL_NAMESPACE, PHONE_NAMESPACE, Category, Channel
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_SERIALIZED_GROWTH = 5
+# A body with no more brackets than this nests within every document's depth limit.
+_SHALLOWEST_BOUND = min(MAX_CONTEXT_DEPTH, MAX_ATTRIBUTE_DEPTH)
 # The identity namespace whose value is the address on each channel.
 ADDRESS_NAMESPACES = {Channel.EMAIL: EMAIL_NAMESPACE, Channel.SMS: PHONE_NAMESPACE}
 
@@ -129,7 +138,11 @@ def prepare(
     """
     if idempotency_key and body.request_id and idempotency_key != body.request_id:
         raise InvalidInput.on("request_id", "differs from the Idempotency-Key header")
-    _check_payload(body, documents_checked=_plainly_fine(json_text))
+    _check_payload(
+        body,
+        documents_checked=_plainly_fine(json_text),
+        depth_checked=json_text is not None and text_nests_within(json_text, _SHALLOWEST_BOUND),
+    )
     key = body.request_id or idempotency_key
     return TriggerJob(
         workspace_id=workspace_id,
@@ -173,22 +186,39 @@ def _plainly_fine(json_text: bytes | None) -> bool:
     )
 
 
-def _check_payload(body: ExecutionCreate, documents_checked: bool = False) -> None:
+def _check_payload(
+    body: ExecutionCreate, documents_checked: bool = False, depth_checked: bool = False
+) -> None:
     errors = ErrorCollector()
     if body.recipients is not None and body.audience_id is not None:
         errors.add("audience_id", "is for audience executions, which take no recipients")
-    if documents_checked:
-        errors.raise_if_any("the execution request is invalid")
-        return
-    documents: list[tuple[str, dict[str, Any], int | None]] = [
-        ("context", body.context, MAX_CONTEXT_BYTES)
+    # A recipient's profile becomes a new profile's attributes, so it nests no deeper than the
+    # profile API allows.
+    documents: list[tuple[str, dict[str, Any], int | None, int]] = [
+        ("context", body.context, MAX_CONTEXT_BYTES, MAX_CONTEXT_DEPTH)
     ]
     for index, recipient in enumerate(body.recipients or []):
         if recipient.context:
-            documents.append((f"recipients.{index}.context", recipient.context, MAX_CONTEXT_BYTES))
+            documents.append(
+                (
+                    f"recipients.{index}.context",
+                    recipient.context,
+                    MAX_CONTEXT_BYTES,
+                    MAX_CONTEXT_DEPTH,
+                )
+            )
         if recipient.profile:
-            documents.append((f"recipients.{index}.profile", recipient.profile, None))
-    for field, document, max_bytes in documents:
+            documents.append(
+                (f"recipients.{index}.profile", recipient.profile, None, MAX_ATTRIBUTE_DEPTH)
+            )
+    if not depth_checked:
+        for field, document, _, max_depth in documents:
+            if nesting_depth(document, max_depth + 1) > max_depth:
+                errors.add(field, f"nests deeper than {max_depth} levels")
+    if documents_checked or errors.errors:
+        errors.raise_if_any("the execution request is invalid")
+        return
+    for field, document, max_bytes, _ in documents:
         problem = unstorable(document, field)
         if problem is not None:
             errors.errors.append(problem)

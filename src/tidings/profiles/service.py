@@ -24,7 +24,7 @@ from tidings.errors import Conflict, ErrorCollector, InvalidInput, NotFound
 from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import messages
 from tidings.ids import new_id
-from tidings.json_data import unstorable
+from tidings.json_data import nesting_depth, unstorable
 from tidings.profiles.models import (
     profile_attribute_paths,
     profile_erasures,
@@ -121,18 +121,6 @@ def attribute_paths(attributes: Mapping[str, Any], prefix: str = "") -> Iterator
             yield from attribute_paths(value, path + ".")
 
 
-def _depth(value: Any, cap: int = MAX_ATTRIBUTE_DEPTH + 1) -> int:
-    """How deeply a value nests, counted to `cap` at most: a body nested hundreds of levels
-    deep (which the JSON parser takes) ends the walk there instead of in a RecursionError."""
-    if cap <= 0:
-        return 0
-    if isinstance(value, Mapping):
-        return 1 + max((_depth(v, cap - 1) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v, cap - 1) for v in value), default=0)
-    return 0
-
-
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
     profile: dict[str, Any]
@@ -179,7 +167,7 @@ def check_upsert(
             errors.errors.append(problem)
         elif len(json.dumps(body.attributes)) > MAX_ATTRIBUTE_BYTES:
             errors.add("attributes", f"are larger than {MAX_ATTRIBUTE_BYTES} bytes as JSON")
-        if _depth(body.attributes) > MAX_ATTRIBUTE_DEPTH:
+        if nesting_depth(body.attributes, MAX_ATTRIBUTE_DEPTH + 1) > MAX_ATTRIBUTE_DEPTH:
             errors.add("attributes", f"nest deeper than {MAX_ATTRIBUTE_DEPTH} levels")
     errors.raise_if_any("the profile is invalid")
     return wanted
