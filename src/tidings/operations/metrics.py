@@ -300,6 +300,20 @@ def count_events(conn: sa.Connection, events: Sequence[MessageEvent]) -> None:
         tally[key] = tally.get(key, 0) + 1
 
 
+def count_events_on_sqlite(connection: sqlite3.Connection, events: Sequence[MessageEvent]) -> bool:
+    """`count_events` inside a transaction on a bare sqlite3 connection (events.announce_on_
+    sqlite): tallied by connection until `_fast_path_ended` hears how it ended."""
+    if _sqlite_metrics is None:
+        return True
+    tally = _sqlite_pending.setdefault(id(connection), {})
+    for message_event in events:
+        if message_event.is_proof:
+            continue
+        key = (message_event.kind.value, message_event.channel, message_event.reason)
+        tally[key] = tally.get(key, 0) + 1
+    return True
+
+
 def _on_commit(conn: sa.Connection) -> None:
     tally = conn.info.pop(_PENDING, None)
     if tally:

@@ -11,6 +11,7 @@ are read in one query and the deliveries written in one statement per batch.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import weakref
@@ -94,6 +95,12 @@ class SubscriptionCache:
                         self._by_raw.clear()
                     self._by_raw[raw_key] = (now + self.ttl, loaded)
         return loaded
+
+    def fresh_on_sqlite(self, connection: sqlite3.Connection) -> Subscriptions | None:
+        """What `subscriptions` would answer for a view of this bare sqlite3 connection, if it
+        is remembered and fresh; else None (the caller asks `subscriptions`)."""
+        entry = self._by_raw.get(id(connection))
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
 
     def invalidate(self) -> None:
         with self._lock:
@@ -183,6 +190,24 @@ def enqueue_events(conn: sa.Connection, events: Sequence[MessageEvent]) -> None:
     rows = [row for row in rows if row["endpoint_id"] in live]
     if rows:
         conn.execute(webhook_deliveries.insert(), rows)
+
+
+def enqueue_events_on_sqlite(
+    connection: sqlite3.Connection, events: Sequence[MessageEvent]
+) -> bool:
+    """`enqueue_events`' answer on a bare sqlite3 connection (events.announce_on_sqlite) when
+    the cache says no endpoint subscribes to any of `events`: True, nothing to write, and no
+    SQLAlchemy view of the connection built for it. False: `enqueue_events` must decide."""
+    subscribed = SUBSCRIPTIONS.fresh_on_sqlite(connection)
+    if subscribed is None:
+        return False
+    if not subscribed:
+        return True
+    for event in events:
+        by_kind = subscribed.get(event.workspace_id)
+        if by_kind is not None and by_kind.get(event.kind) and not event.is_proof:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
