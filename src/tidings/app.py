@@ -28,6 +28,7 @@ from tidings.operations.api import router as operations_router
 from tidings.operations.metrics import Metrics, bind
 from tidings.operations.requests import ObservedApp, RequestLog
 from tidings.operations.service import ReadinessProbe, WorkerState
+from tidings.profiles.api import imports_router as profile_imports_router
 from tidings.profiles.api import router as profiles_router
 from tidings.proofs.api import router as proofs_router
 from tidings.reports.api import router as reports_router
@@ -120,6 +121,7 @@ def create_app(runtime: Runtime, *, with_worker: bool = False) -> FastAPI:
         reports_router,
         ajo_router,
         profiles_router,
+        profile_imports_router,
         audiences_router,
         suppressions_router,
         rules_router,

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # (exponential with full jitter, capped; then the message fails with its last reason).
     delivery_batch_size: int = Field(default=200, ge=1, le=5000)
     delivery_lease_seconds: float = Field(default=120.0, gt=0)
+    # A message whose lease ran out more than this many times (each worker holding it died)
+    # fails as `worker_crashed` instead of killing the next worker (delivery/queue.py).
+    delivery_max_lease_expiries: int = Field(default=5, ge=1, le=1000)
     max_attempts: int = Field(default=8, ge=1, le=100)
     retry_base_seconds: float = Field(default=5.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
@@ -42,11 +45,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     # Largest file streamed to an import route (profiles, suppressions), row by row.
     max_import_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    # A profile import job that has written no progress for this long is read as
+    # `interrupted` (its process died); its committed rows stay. Well above the 10 s heartbeat
+    # of a live import, so a slow one is not taken for dead between two of its writes.
+    import_stale_seconds: float = Field(default=300.0, ge=60)
     # Requests per second one API key may send to this process (bursts of twice that); 0: no
     # limit. Over it, 429 with Retry-After.
     api_rate_limit: float = Field(default=0.0, ge=0)
     template_max_bytes: int = Field(default=256 * 1024, gt=0)
     template_fuel: int = Field(default=200_000, gt=0)
+    # Authoring renders (review's trial render, previews, proofs) run in a child process capped
+    # at this much address space and this many seconds: fuel bounds a template's work, not
+    # the memory it builds (content/sandbox.py).
+    template_memory_limit_mb: int = Field(default=256, ge=64)
+    template_check_seconds: float = Field(default=5.0, gt=0)
     # Soft bounces of an address (in a row) after which it becomes a `soft_bounce` suppression.
     soft_bounce_threshold: int = Field(default=3, ge=1, le=1000)
     # Marketing to a recipient whose consent on the channel is unset (or who has no stored

@@ -85,6 +85,11 @@ def test_a_transactional_email_campaign_from_sign_in_to_the_report(
             },
         )
         assert configuration.status_code == 201, configuration.text
+        # A stored profile, for the preview's picker.
+        stored = api.put(
+            "/v1/profiles/email/grace@example.com", json={"attributes": {"firstName": "Grace"}}
+        )
+        assert stored.status_code == 201, stored.text
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     requested_hosts: set[str] = set()
     page.on("request", lambda request: requested_hosts.add(httpx.URL(request.url).host))
@@ -143,6 +148,15 @@ def test_a_transactional_email_campaign_from_sign_in_to_the_report(
     expect(inline).to_be_hidden()
     expect(page.frame_locator("#preview-frame").locator("h1")).to_have_text("Thanks, Ada")
     expect(page.locator("#save-state")).to_have_text("Draft saved.")
+    # A stored profile, picked from the suggestions the start of its address brings.
+    picker = page.get_by_label("Test profile: a stored profile")
+    picker.fill("gra")
+    suggestion = page.locator("#preview-identity-options option")
+    expect(suggestion).to_have_attribute("value", "grace@example.com")
+    picker.fill("grace@example.com")  # what choosing the suggestion (arrow keys, Enter) sets
+    expect(subject).to_have_text("Order B-2 for Grace")
+    picker.fill("")
+    expect(subject).to_have_text("Order B-2 for Ada")
     page.get_by_role("button", name="Save and continue").click()
 
     # Step 4: audience.

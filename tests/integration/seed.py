@@ -95,6 +95,12 @@ def seed_workspace(client: TestClient, workspace_id: str, secret_key: bytes) -> 
         key_id=key["id"],
         push_token=f"tok-{tag}",
     )
+    imported = client.post(
+        "/v1/profiles/imports",
+        content=f"email\nimported-{tag}@example.com\n".encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    seeded.ids["import_id"] = _created(imported, 200)["import_id"]
     webhook = client.post(
         "/v1/webhooks",
         json={"url": "https://hooks.example.com/tidings", "event_types": ["sent"]},

@@ -1,4 +1,5 @@
-"""The dev mailbox: what the dev sink kept, listed and shown on a console page for `make run`."""
+"""The dev mailbox: what the dev sink kept, listed and shown on a console page for `make run`,
+to signed-in members and only their workspace's messages."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Tenant
+from tests.integration.console_members import create_members
+from tests.integration.test_console_auth import sign_in
 from tests.integration.test_delivery import drain, trigger
 from tests.integration.test_executions import live_campaign, recipient
 from tidings.app import create_app
@@ -20,7 +23,9 @@ from tidings.vocabulary import Channel
 pytestmark = pytest.mark.integration
 
 
-def test_an_email_without_a_relay_lands_in_the_dev_mailbox(tenant: Tenant):
+def test_an_email_without_a_relay_lands_in_the_dev_mailbox_of_its_workspace(
+    tenant: Tenant, other_tenant: Tenant
+):
     runtime = tenant.runtime
     assert not runtime.settings.smtp_url
     sink = DevSinkAdapter()
@@ -49,7 +54,20 @@ def test_an_email_without_a_relay_lands_in_the_dev_mailbox(tenant: Tenant):
 
     app = create_app(runtime)
     app.state.dev_sink = sink
-    client = TestClient(app)
+    anonymous = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    refused = anonymous.get("/dev/mailbox")
+    assert refused.status_code == 303
+    assert refused.headers["location"] == "/sign-in?next=/dev/mailbox"
+    assert anonymous.get(f"/dev/mailbox/{kept.message.message_id}").status_code == 303
+    # Another workspace's member sees none of this workspace's messages.
+    outsider = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    sign_in(outsider, create_members(other_tenant).viewer)
+    elsewhere = outsider.get("/dev/mailbox")
+    assert elsewhere.status_code == 200 and "ada@example.com" not in elsewhere.text
+    assert outsider.get(f"/dev/mailbox/{kept.message.message_id}").status_code == 404
+
+    client = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    sign_in(client, create_members(tenant).viewer)
     page = client.get("/dev/mailbox")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]

@@ -34,7 +34,10 @@ def post_import(
         params=params,
     )
     assert response.status_code == 200, response.text
-    return response.json()
+    report = response.json()
+    # The import's job, read back with GET /v1/profile-imports/{id} (test_import_jobs).
+    assert report.pop("import_id")
+    return report
 
 
 def streamed(text: str, size: int = 7) -> Iterator[bytes]:
@@ -348,6 +351,10 @@ def test_the_command_imports_a_file_with_a_report(tenant: Tenant, tmp_path):
     assert "1 created" in result.output
     assert "line 3: email: is not a valid email address" in result.output
     assert profile(tenant, "email", "cli@example.com")["attributes"] == {"name": "Cli"}
+    # A job like the API's and the console's, listed with them.
+    [job] = tenant.client.get("/v1/profile-imports", params={"limit": 1}).json()["items"]
+    assert (job["source"], job["file_name"], job["state"]) == ("cli", "people.csv", "succeeded")
+    assert (job["created"], job["rejected_total"], job["created_by"]) == (1, 1, None)
 
     jsonl = tmp_path / "people.data"
     jsonl.write_text(

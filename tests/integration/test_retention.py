@@ -17,6 +17,9 @@ from tests.integration.test_executions import live_campaign, recipient
 from tidings.executions.models import executions, idempotency_keys, messages
 from tidings.ids import new_id
 from tidings.operations.retention import EXPIRED_RECIPIENT, Retention, RetentionJob
+from tidings.profiles import import_jobs
+from tidings.profiles.models import import_jobs as import_jobs_table
+from tidings.profiles.schemas import ImportFormat
 from tidings.webhooks.models import webhook_deliveries, webhook_endpoints
 
 pytestmark = pytest.mark.integration
@@ -251,3 +254,31 @@ def test_old_finished_webhook_deliveries_go(tenant: Tenant):
             ).scalars()
         )
     assert left == {ids["old_pending"], ids["recent_delivered"]}
+
+
+def test_import_jobs_that_ended_before_the_period_go(tenant: Tenant):
+    db = tenant.runtime.db
+    jobs = {
+        name: import_jobs.create(db, tenant.workspace_id, source="api", fmt=ImportFormat.CSV)
+        for name in ("old finished", "recent finished", "old running", "running")
+    }
+    with db.write() as conn:
+        for name, ended in (("old finished", OLD), ("recent finished", NOW)):
+            conn.execute(
+                import_jobs_table.update()
+                .where(import_jobs_table.c.id == jobs[name])
+                .values(state="succeeded", finished_at=ended)
+            )
+        conn.execute(
+            import_jobs_table.update()
+            .where(import_jobs_table.c.id == jobs["old running"])
+            .values(state="running", created_at=OLD, updated_at=OLD)
+        )
+
+    report = Retention(db, days=30, batch=1).run(NOW)
+
+    with db.read() as conn:
+        left = set(conn.execute(sa.select(import_jobs_table.c.id)).scalars())
+    # A job unfinished and silent since the cutoff died with its process: it goes too.
+    assert report.import_jobs == 2
+    assert left & set(jobs.values()) == {jobs["recent finished"], jobs["running"]}

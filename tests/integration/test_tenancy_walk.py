@@ -38,7 +38,7 @@ EXEMPT = {
     "/webhooks/": "provider callbacks, verified by the provider's signature (tests: feedback, sms)",
     "/unsubscribe/": "signed links: the token is the credential (test_signed_links)",
     "/t/": "signed tracking links: the token is the credential (test_signed_links)",
-    "/dev/mailbox": "the dev mailbox: loopback hosts only, with the in-process worker",
+    "/dev/mailbox": "the dev mailbox: loopback hosts only, behind the console's sign-in",
 }
 # The console's pages (any path): signed-in users, not API keys; the console's own tests.
 CONSOLE_MODULE = "tidings.console"
@@ -106,6 +106,8 @@ SCOPES: dict[tuple[str, str], frozenset[Scope]] = {
     ("GET", "/ajo/im/executions/schedules/{schedule_id}"): TRIGGER | REPORTS,
     ("DELETE", "/ajo/im/executions/schedules/{schedule_id}"): TRIGGER,
     ("POST", "/v1/profiles/imports"): WRITE_PROFILES,
+    ("GET", "/v1/profile-imports"): READ_PROFILES,
+    ("GET", "/v1/profile-imports/{import_id}"): READ_PROFILES,
     ("PUT", "/v1/profiles/{namespace}/{identity}"): WRITE_PROFILES,
     ("PATCH", "/v1/profiles/{namespace}/{identity}"): WRITE_PROFILES,
     ("GET", "/v1/profiles/{namespace}/{identity}"): READ_PROFILES,
@@ -114,6 +116,7 @@ SCOPES: dict[tuple[str, str], frozenset[Scope]] = {
     ("PUT", "/v1/profiles/{namespace}/{identity}/push-tokens"): WRITE_PROFILES,
     ("GET", "/v1/profiles/{namespace}/{identity}/push-tokens"): READ_PROFILES,
     ("DELETE", "/v1/profiles/{namespace}/{identity}/push-tokens"): WRITE_PROFILES,
+    ("GET", "/v1/profiles/{namespace}/{identity}/consent-history"): READ_PROFILES,
     ("POST", "/v1/audiences"): WRITE_CAMPAIGNS,
     ("GET", "/v1/audiences"): READ_PROFILES | READ_CAMPAIGNS,
     ("POST", "/v1/audiences/estimate"): READ_PROFILES | READ_CAMPAIGNS,

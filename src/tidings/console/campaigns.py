@@ -21,6 +21,7 @@ from tidings.campaigns.state import CampaignStatus
 from tidings.channels import service as channels
 from tidings.channels.sms.encoding import measure
 from tidings.clock import utcnow
+from tidings.console import profiles as console_profiles
 from tidings.console.auth import Editor, Member
 from tidings.console.charts import bar_chart
 from tidings.console.templating import render
@@ -160,6 +161,10 @@ def _step_context(
         )
         context["sample_profile"] = json.dumps(_nested(result.profile_paths, "profile"))
         context["sample_context"] = json.dumps(_nested(result.context_paths, "context"))
+        # The preview's stored profile is picked from these (and more as one types).
+        context["profile_suggestions"] = console_profiles.suggestions(
+            runtime.db, session.workspace_id, ""
+        )
     elif step == 4 and campaign["category"] == "marketing":
         found, _ = audiences.list_page(runtime.db, session.workspace_id, cursor=None, limit=200)
         for audience in found:
@@ -360,6 +365,7 @@ async def autosave_content(
         session.workspace_id,
         campaign_id,
         CampaignPatch(content=content),
+        runtime.templates,
     )
     return JSONResponse({"saved": True, "version": view["version"]["number"]})
 

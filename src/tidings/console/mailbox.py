@@ -1,23 +1,33 @@
 """The dev mailbox: the console page listing what the dev sink kept, for `make run`.
 
 Served only while the in-process worker has a dev sink, which the app creates only when it
-listens on a loopback host (TIDINGS_HOST) with TIDINGS_DEV_MAILBOX on: the console has no
-sign-in yet, and these messages carry whatever the campaigns rendered. Elsewhere it is a 404.
-The page makes no request of its own beyond itself; an email's HTML is shown in a sandboxed
-frame (no scripts, no forms, no navigation) under a policy that loads no remote image.
+listens on a loopback host (TIDINGS_HOST) with TIDINGS_DEV_MAILBOX on; elsewhere it is a 404.
+Behind the console's sign-in (any role): the sink keeps the messages of every workspace, and a
+member sees only those of the workspace signed in to (the sink does not tag them: their ids
+are looked up in `messages`, one query for the page). These messages carry whatever the
+campaigns rendered. The page makes no request of its own beyond itself; an email's HTML is
+shown in a sandboxed frame (no scripts, no forms, no navigation) under a policy that loads no
+remote image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
 from tidings.channels.dev import DevMessage, DevSinkAdapter
 from tidings.channels.email.mime import html_to_text
+from tidings.console.auth import Member
+from tidings.db import Database
 from tidings.errors import NotFound
+from tidings.executions.models import messages
+from tidings.web import runtime_of
 
 router = APIRouter(prefix="/dev/mailbox", include_in_schema=False)
 
@@ -58,6 +68,27 @@ def _sink(request: Request) -> DevSinkAdapter:
     return sink
 
 
+Sink = Annotated[DevSinkAdapter, Depends(_sink)]
+
+
+def _of_workspace(
+    db: Database, workspace_id: str, entries: Sequence[DevMessage]
+) -> list[DevMessage]:
+    """The entries whose message belongs to the workspace, in their order."""
+    ids = sorted({entry.message.message_id for entry in entries})
+    if not ids:
+        return []
+    with db.read() as conn:
+        mine = set(
+            conn.scalars(
+                sa.select(messages.c.id).where(
+                    messages.c.workspace_id == workspace_id, messages.c.id.in_(ids)
+                )
+            )
+        )
+    return [entry for entry in entries if entry.message.message_id in mine]
+
+
 def _page(title: str, body: str) -> HTMLResponse:
     response = HTMLResponse(PAGE.format(title=escape(title), body=body))
     response.headers["Content-Security-Policy"] = POLICY
@@ -71,9 +102,12 @@ def _summary(entry: DevMessage) -> str:
     return str(text)
 
 
+# The sink comes first: without one the mailbox is a 404, signed in or not.
 @router.get("", response_class=HTMLResponse)
-def mailbox(request: Request) -> HTMLResponse:
-    entries = _sink(request).newest_first()
+async def mailbox(request: Request, sink: Sink, session: Member) -> HTMLResponse:
+    entries = await run_in_threadpool(
+        _of_workspace, runtime_of(request).db, session.workspace_id, sink.newest_first()
+    )
     rows = "".join(
         "<tr>"
         f"<td class=muted>{escape(entry.received_at.strftime('%Y-%m-%d %H:%M:%S'))}</td>"
@@ -93,8 +127,9 @@ def mailbox(request: Request) -> HTMLResponse:
     )
     body = (
         "<h1>Dev mailbox</h1>"
-        f"<p class=muted>The last {len(entries)} messages the dev sink kept, newest first; "
-        "kept in memory, gone when the server stops. <a href=/>Home</a></p>" + table
+        f"<p class=muted>The last {len(entries)} messages the dev sink kept for "
+        f"{escape(session.workspace_name)}, newest first; kept in memory, gone when the "
+        "server stops. <a href=/campaigns>Console</a></p>" + table
     )
     return _page("Dev mailbox", body)
 
@@ -104,10 +139,17 @@ def _field(name: str, value: Any) -> str:
 
 
 @router.get("/{message_id}", response_class=HTMLResponse)
-def message(request: Request, message_id: str = Path(max_length=64)) -> HTMLResponse:
-    entry = _sink(request).find(message_id)
-    if entry is None:
+async def message(
+    request: Request, sink: Sink, session: Member, message_id: str = Path(max_length=64)
+) -> HTMLResponse:
+    found = sink.find(message_id)
+    entries = [] if found is None else [found]
+    mine = await run_in_threadpool(
+        _of_workspace, runtime_of(request).db, session.workspace_id, entries
+    )
+    if not mine:
         raise NotFound("the dev mailbox has no such message (it keeps the last ones only)")
+    entry = mine[0]
     outbound, content = entry.message, entry.message.content
     settings = outbound.settings
     fields = [_field("Channel", entry.channel), _field("To", outbound.to)]

@@ -1,19 +1,19 @@
 """Console pages of profiles: search, the profile page, consent, erasure, and CSV imports.
 
-An import runs on a thread of this process, fed from a copy of the uploaded file, and
-reports its progress (bytes read, rows created, updated, rejected) after each batch the
-import service commits; the page polls it. The progress lives in the process that runs the
-import: behind several API processes, the page must reach the same one (a sticky session).
+An import is a job (tidings.profiles.import_jobs) run on a thread of this process, fed from a
+copy of the uploaded file; its progress (bytes read, rows created, updated, rejected) is
+written to the database with each batch the import service commits, and the page polls it
+from there: any API process answers it, and a restart leaves the job `interrupted`, its
+committed rows kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import timedelta
 from pathlib import Path, PurePath
 from typing import IO, Any
 
@@ -31,8 +31,7 @@ from tidings.console.templating import render
 from tidings.db import Database
 from tidings.errors import FieldError, InvalidInput, NotFound, TidingsError
 from tidings.executions.models import messages
-from tidings.ids import new_id
-from tidings.profiles import imports
+from tidings.profiles import import_jobs, imports
 from tidings.profiles import service as profiles
 from tidings.profiles.models import profile_identities
 from tidings.profiles.models import profiles as profile_rows
@@ -45,11 +44,15 @@ from tidings.web import runtime_of
 router = APIRouter(include_in_schema=False)
 LISTED = 50
 RECENT_MESSAGES = 20
+# Identities a picker suggests at once.
+SUGGESTED = 20
+# Imports the profiles page lists (the imports page lists import_jobs.LISTED).
+LISTED_IMPORTS = 5
+# Consent changes on the profile page, the newest; the API pages through all of them.
+CONSENT_CHANGES_SHOWN = 50
 COPY_CHUNK = 1024 * 1024
 # Imports at once in this process: each holds a database writer between batches.
 MAX_RUNNING_IMPORTS = 4
-# Finished imports remembered for their pages.
-KEPT_IMPORTS = 50
 CONSOLE_SOURCE = "console"
 
 
@@ -85,7 +88,9 @@ def _with_identities(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[di
     return [{**row, "identities": found[row["id"]]} for row in rows]
 
 
-def search(db: Database, workspace_id: str, query: str) -> list[dict[str, Any]]:
+def search(
+    db: Database, workspace_id: str, query: str, limit: int = LISTED
+) -> list[dict[str, Any]]:
     """The newest profiles, or those with an identity value starting with `query` (any
     namespace; an address or a phone number normalised first)."""
     columns = (profile_rows.c.id, profile_rows.c.created_at, profile_rows.c.updated_at)
@@ -93,6 +98,14 @@ def search(db: Database, workspace_id: str, query: str) -> list[dict[str, Any]]:
     query = query.strip()
     if query:
         matches = [profile_identities.c.value.startswith(query, autoescape=True)]
+        if query != query.lower():
+            # The start of an address typed in capitals: stored addresses are lowercase.
+            matches.append(
+                sa.and_(
+                    profile_identities.c.namespace == EMAIL_NAMESPACE,
+                    profile_identities.c.value.startswith(query.lower(), autoescape=True),
+                )
+            )
         named = _identity_of(query)
         if named is not None:
             namespace, value = named
@@ -111,17 +124,59 @@ def search(db: Database, workspace_id: str, query: str) -> list[dict[str, Any]]:
             profile_identities.c.workspace_id == workspace_id, sa.or_(*matches)
         )
         statement = statement.where(profile_rows.c.id.in_(owners))
-    statement = statement.order_by(profile_rows.c.id.desc()).limit(LISTED)
+    statement = statement.order_by(profile_rows.c.id.desc()).limit(limit)
     with db.read() as conn:
         rows = [dict(row) for row in conn.execute(statement).mappings()]
         return _with_identities(conn, rows)
 
 
+def typed_identity(namespace: str, value: str) -> str:
+    """An identity as one types it in the console: an address or a phone number as it is,
+    any other namespace as `namespace:value` (what _identity_of reads back)."""
+    if namespace in (EMAIL_NAMESPACE, PHONE_NAMESPACE):
+        return value
+    return f"{namespace}:{value}"
+
+
+def suggestions(
+    db: Database, workspace_id: str, query: str, limit: int = SUGGESTED
+) -> list[dict[str, str]]:
+    """Identities of the newest profiles, or of those with an identity starting with `query`:
+    what a picker offers (every identity of a profile found, so one found by its CRM id
+    offers its address too)."""
+    found = search(db, workspace_id, query, limit)
+    items = [
+        {
+            "namespace": namespace,
+            "id": value,
+            "value": typed_identity(namespace, value),
+            "label": f"{namespace}: {value}",
+        }
+        for profile in found
+        for namespace, value in profile["identities"]
+    ]
+    return items[:limit]
+
+
+@router.get("/profiles/suggestions")
+async def profile_suggestions(request: Request, session: Member) -> Response:
+    """Identities to pick from as one types (the preview's stored profile), as JSON."""
+    query = (request.query_params.get("q") or "")[:320]
+    items = await run_in_threadpool(
+        suggestions, runtime_of(request).db, session.workspace_id, query
+    )
+    return JSONResponse({"items": items}, headers={"Cache-Control": "no-store"})
+
+
 @router.get("/profiles", response_class=HTMLResponse)
 async def profile_list(request: Request, session: Member) -> Response:
     query = (request.query_params.get("q") or "")[:320]
-    found = await run_in_threadpool(search, runtime_of(request).db, session.workspace_id, query)
-    return render(request, "profiles/list.html", profiles=found, q=query, limit=LISTED)
+    runtime = runtime_of(request)
+    found = await run_in_threadpool(search, runtime.db, session.workspace_id, query)
+    jobs = await run_in_threadpool(recent_imports, runtime, session.workspace_id, LISTED_IMPORTS)
+    return render(
+        request, "profiles/list.html", profiles=found, q=query, limit=LISTED, imports=jobs
+    )
 
 
 # ---------------------------------------------------------------- the profile page
@@ -175,9 +230,14 @@ def recent_messages(db: Database, workspace_id: str, profile_id: str) -> list[di
 def _profile_context(runtime: Runtime, workspace_id: str, namespace: str, value: str) -> Any:
     profile = profiles.get(runtime.db, workspace_id, namespace, value)
     tokens = profiles.list_push_tokens(runtime.db, workspace_id, namespace, value)
+    changes, more_changes = profiles.consent_changes(
+        runtime.db, workspace_id, namespace, value, None, None, CONSENT_CHANGES_SHOWN
+    )
     return {
         "profile": profile,
         "push_tokens": tokens,
+        "consent_changes": changes,
+        "more_consent_changes": more_changes is not None,
         "recent": recent_messages(runtime.db, workspace_id, profile["id"]),
         "namespace": namespace,
         "value": profiles.normalize_identity(namespace, value),
@@ -223,7 +283,13 @@ async def profile_page(request: Request, session: Member) -> Response:
 
 
 def set_consent(
-    db: Database, workspace_id: str, namespace: str, value: str, channel: str, status: str
+    db: Database,
+    workspace_id: str,
+    namespace: str,
+    value: str,
+    channel: str,
+    status: str,
+    detail: str | None = None,
 ) -> dict[str, Any]:
     try:
         chosen_channel = Channel(channel)
@@ -236,7 +302,14 @@ def set_consent(
     profile_id = profiles.get(db, workspace_id, namespace, value)["id"]
     with db.write() as conn:
         entry = profiles.set_channel_consent(
-            conn, workspace_id, profile_id, chosen_channel, chosen_status, CONSOLE_SOURCE, utcnow()
+            conn,
+            workspace_id,
+            profile_id,
+            chosen_channel,
+            chosen_status,
+            CONSOLE_SOURCE,
+            utcnow(),
+            detail,
         )
     if entry is None:
         raise NotFound(f"no profile with {namespace} identity '{value}'")
@@ -257,6 +330,7 @@ async def change_consent(request: Request, session: Editor) -> Response:
             value,
             channel,
             form.get("status", ""),
+            f"user:{session.email}",
         )
     except TidingsError as exc:
         return await _profile_page(
@@ -295,118 +369,79 @@ async def erase_profile(request: Request, session: Admin) -> Response:
 # ---------------------------------------------------------------- imports
 
 
-@dataclass
-class ImportJob:
-    """One console import: what it has read and done so far."""
-
-    id: str
-    workspace_id: str
-    filename: str
-    format: str
-    total_bytes: int
-    started_at: datetime
-    bytes_read: int = 0
-    state: str = "running"
-    report: dict[str, Any] = field(default_factory=lambda: imports.ImportReport().as_dict())
-    error: str | None = None
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    finished_at: datetime | None = None
-
-    def view(self) -> dict[str, Any]:
-        percent = 100 if self.state != "running" else 0
-        if self.state == "running" and self.total_bytes:
-            percent = min(99, self.bytes_read * 100 // self.total_bytes)
-        report = dict(self.report)
-        report["rejected"] = report["rejected"][:100]
-        return {
-            "id": self.id,
-            "filename": self.filename,
-            "format": self.format,
-            "state": self.state,
-            "bytes_read": self.bytes_read,
-            "total_bytes": self.total_bytes,
-            "percent": percent,
-            "report": report,
-            "error": self.error,
-            "errors": self.errors,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-        }
+def job_view(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as the pages and the status JSON show it."""
+    return {
+        "id": job["id"],
+        "filename": job["file_name"] or "(request body)",
+        "source": job["source"],
+        "format": job["format"],
+        "state": job["state"],
+        "bytes_read": job["bytes_read"],
+        "total_bytes": job["bytes_total"],
+        "percent": import_jobs.percent(job),
+        "report": {
+            "lines": job["lines"],
+            "created": job["rows_created"],
+            "updated": job["rows_updated"],
+            "unchanged": job["rows_unchanged"],
+            "rejected": job["rejected_sample"],
+            "rejected_total": job["rows_rejected"],
+        },
+        "error": job["error"],
+        "errors": job["error_details"] or [],
+        "created_at": job["created_at"].isoformat(),
+        "started_at": job["started_at"].isoformat() if job["started_at"] else None,
+        "finished_at": job["finished_at"].isoformat() if job["finished_at"] else None,
+        "updated_at": job["updated_at"].isoformat(),
+    }
 
 
-class ImportJobs:
-    """The imports of this process, newest last; finished ones beyond KEPT_IMPORTS forgotten."""
+class RunningImports:
+    """How many imports this process runs, bounded: each holds a writer between batches."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: dict[str, ImportJob] = {}
+    def __init__(self, limit: int = MAX_RUNNING_IMPORTS) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self.limit = limit
 
-    def start(self, job: ImportJob) -> None:
-        with self._lock:
-            running = sum(1 for other in self._jobs.values() if other.state == "running")
-            if running >= MAX_RUNNING_IMPORTS:
-                raise InvalidInput.on(
-                    "file", f"{running} imports are running; start this one when one ends"
-                )
-            self._jobs[job.id] = job
-            finished = [other.id for other in self._jobs.values() if other.state != "running"]
-            for old in finished[: max(0, len(finished) - KEPT_IMPORTS)]:
-                del self._jobs[old]
+    def acquire(self) -> bool:
+        return self._slots.acquire(blocking=False)
 
-    def get(self, workspace_id: str, job_id: str) -> dict[str, Any]:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.workspace_id != workspace_id:
-                raise NotFound("no such import in this process (imports are kept until restart)")
-            return job.view()
-
-    def of_workspace(self, workspace_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [
-                job.view()
-                for job in reversed(self._jobs.values())
-                if job.workspace_id == workspace_id
-            ]
-
-    def update(self, job: ImportJob, **changes: Any) -> None:
-        with self._lock:
-            for name, value in changes.items():
-                setattr(job, name, value)
+    def release(self) -> None:
+        self._slots.release()
 
 
-JOBS = ImportJobs()
+RUNNING = RunningImports()
 
 
-def _chunks(job: ImportJob, source: IO[bytes]) -> Iterator[bytes]:
-    while chunk := source.read(COPY_CHUNK):
-        JOBS.update(job, bytes_read=job.bytes_read + len(chunk))
-        yield chunk
+def _stale_after(runtime: Runtime) -> timedelta:
+    return timedelta(seconds=runtime.settings.import_stale_seconds)
 
 
-def run_import(db: Database, job: ImportJob, path: Path) -> None:
-    """The import of the copied file, recording progress after each batch; the copy goes."""
+def run_import(db: Database, job_id: str, workspace_id: str, fmt: ImportFormat, path: Path) -> None:
+    """The import of the copied file as job `job_id`, its progress written with each batch;
+    the copy goes, and so does this import's slot."""
+    tracker = import_jobs.Tracker(db, job_id)
     try:
+        import_jobs.start(db, job_id)
         with path.open("rb") as source:
             report = imports.import_profiles(
                 db,
-                job.workspace_id,
-                _chunks(job, source),
-                ImportFormat(job.format),
-                on_batch=lambda report: JOBS.update(job, report=report.as_dict()),
+                workspace_id,
+                tracker.chunks(iter(lambda: source.read(COPY_CHUNK), b"")),
+                fmt,
+                on_commit=tracker.on_commit,
             )
-        JOBS.update(job, report=report.as_dict(), state="done", finished_at=utcnow())
+        import_jobs.succeed(db, job_id, report, tracker.bytes_read)
     except TidingsError as exc:
-        JOBS.update(
-            job,
-            state="failed",
-            error=exc.detail,
-            errors=[error.as_dict() for error in exc.errors],
-            finished_at=utcnow(),
-        )
+        import_jobs.fail(db, job_id, exc.detail, exc.errors, tracker.bytes_read)
     except Exception as exc:  # a database outage: shown on the page rather than lost
-        JOBS.update(job, state="failed", error=f"the import stopped: {exc}", finished_at=utcnow())
+        # The database itself may be gone: then the job reads interrupted once stale.
+        with contextlib.suppress(Exception):
+            import_jobs.fail(db, job_id, f"the import stopped: {exc}", (), tracker.bytes_read)
     finally:
         path.unlink(missing_ok=True)
+        RUNNING.release()
 
 
 def _copy(upload: IO[bytes]) -> tuple[Path, int]:
@@ -426,18 +461,26 @@ def _format_of(filename: str, chosen: str) -> ImportFormat:
     return imports.format_of_path(PurePath(filename)) or ImportFormat.CSV
 
 
-def _imports_page(
+def recent_imports(
+    runtime: Runtime, workspace_id: str, limit: int = import_jobs.LISTED
+) -> list[dict[str, Any]]:
+    jobs = import_jobs.recent(runtime.db, workspace_id, limit, _stale_after(runtime))
+    return [job_view(job) for job in jobs]
+
+
+async def _imports_page(
     request: Request,
     session: ConsoleSession,
     status_code: int = 200,
     error: str | None = None,
     errors: list[FieldError] | None = None,
 ) -> HTMLResponse:
+    jobs = await run_in_threadpool(recent_imports, runtime_of(request), session.workspace_id)
     return render(
         request,
         "profiles/imports.html",
         status_code,
-        jobs=JOBS.of_workspace(session.workspace_id),
+        jobs=jobs,
         error=error,
         field_errors=field_errors(errors or []),
     )
@@ -445,7 +488,7 @@ def _imports_page(
 
 @router.get("/profiles/imports", response_class=HTMLResponse)
 async def imports_page(request: Request, session: Member) -> Response:
-    return _imports_page(request, session)
+    return await _imports_page(request, session)
 
 
 @router.post("/profiles/imports", response_class=HTMLResponse)
@@ -457,35 +500,56 @@ async def start_import(request: Request, session: Editor) -> Response:
         if not isinstance(upload, UploadFile) or not upload.filename:
             raise InvalidInput.on("file", "choose a CSV or JSON Lines file")
         fmt = _format_of(upload.filename, chosen if isinstance(chosen, str) else "")
-        path, size = await run_in_threadpool(_copy, upload.file)
+        if not RUNNING.acquire():
+            error = InvalidInput.on(
+                "file", f"{RUNNING.limit} imports are running; start this one when one ends"
+            )
+            return await _imports_page(request, session, 429, error.detail, list(error.errors))
+        try:
+            path, size = await run_in_threadpool(_copy, upload.file)
+        except BaseException:
+            RUNNING.release()
+            raise
     except InvalidInput as exc:
-        return _imports_page(request, session, 422, exc.detail, list(exc.errors))
+        return await _imports_page(request, session, 422, exc.detail, list(exc.errors))
     finally:
         await form.close()
-    job = ImportJob(
-        id=new_id(),
-        workspace_id=session.workspace_id,
-        filename=PurePath(upload.filename).name[:200],
-        format=fmt.value,
-        total_bytes=size,
-        started_at=utcnow(),
-    )
-    try:
-        JOBS.start(job)
-    except InvalidInput as exc:
-        path.unlink(missing_ok=True)
-        return _imports_page(request, session, 429, exc.detail, list(exc.errors))
     db = runtime_of(request).db
+    try:
+        job_id = await run_in_threadpool(
+            lambda: import_jobs.create(
+                db,
+                session.workspace_id,
+                source=CONSOLE_SOURCE,
+                fmt=fmt,
+                created_by=session.user_id,
+                file_name=PurePath(upload.filename or "").name,
+                bytes_total=size,
+            )
+        )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        RUNNING.release()
+        raise
     threading.Thread(
-        target=run_import, args=(db, job, path), name=f"console-import-{job.id}", daemon=True
+        target=run_import,
+        args=(db, job_id, session.workspace_id, fmt, path),
+        name=f"console-import-{job_id}",
+        daemon=True,
     ).start()
-    return RedirectResponse(f"/profiles/imports/{job.id}", status_code=303)
+    return RedirectResponse(f"/profiles/imports/{job_id}", status_code=303)
+
+
+def _job(runtime: Runtime, workspace_id: str, job_id: str) -> dict[str, Any]:
+    return job_view(import_jobs.get(runtime.db, workspace_id, job_id, _stale_after(runtime)))
 
 
 @router.get("/profiles/imports/{import_id}", response_class=HTMLResponse)
 async def import_page(request: Request, session: Member, import_id: str) -> Response:
     try:
-        job = JOBS.get(session.workspace_id, import_id)
+        job = await run_in_threadpool(
+            _job, runtime_of(request), session.workspace_id, import_id[:64]
+        )
     except NotFound as exc:
         return render(request, "error.html", 404, title="No such import", message=exc.detail)
     return render(request, "profiles/import.html", job=job)
@@ -493,9 +557,12 @@ async def import_page(request: Request, session: Member, import_id: str) -> Resp
 
 @router.get("/profiles/imports/{import_id}/status")
 async def import_status(request: Request, session: Member, import_id: str) -> Response:
-    """The progress as JSON, for the page's script."""
+    """The progress as JSON, for the page's script: read from the database, so any process
+    of the deployment answers it."""
     try:
-        job = JOBS.get(session.workspace_id, import_id)
+        job = await run_in_threadpool(
+            _job, runtime_of(request), session.workspace_id, import_id[:64]
+        )
     except NotFound as exc:
         return JSONResponse({"detail": exc.detail}, status_code=404)
     return JSONResponse(job, headers={"Cache-Control": "no-store"})

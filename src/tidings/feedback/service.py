@@ -316,7 +316,14 @@ def _opt_out(conn: sa.Connection, row: Any, source: str, now: datetime) -> bool:
     if profile_id is None:
         return False
     entry = profiles.set_channel_consent(
-        conn, row.workspace_id, profile_id, Channel.EMAIL, ConsentStatus.OUT, source, now
+        conn,
+        row.workspace_id,
+        profile_id,
+        Channel.EMAIL,
+        ConsentStatus.OUT,
+        source,
+        now,
+        detail=f"message:{row.id}",
     )
     return entry is not None
 

@@ -5,8 +5,11 @@ more than N days ago loses its address, recipient, context, profile data and err
 keeps its ids, channel, campaign, execution, state, reason, attempts and times, so counts and
 reports stay right (as after an erasure, which uses the placeholder "erased" where retention
 writes "expired"). Audience executions finished N days ago lose their context, and finished
-feedback webhook deliveries older than that (their payloads name the recipient) are deleted.
+feedback webhook deliveries older than that (their payloads name the recipient) are deleted,
+and so are profile import jobs that ended before then (their rejected rows quote the file).
 Idempotency keys are deleted once expired (24 hours), whatever N is: they are of no use after.
+The consent history (consent_events) is left alone whatever its age: it is the proof of consent
+operators must keep while the profile exists; an erasure deletes it with the person.
 
 The worker runs `Retention.run` every RETENTION_SECONDS, in transactions of RETENTION_BATCH
 rows, for at most RETENTION_BUDGET_SECONDS a run, so it never holds a write lock for long.
@@ -29,6 +32,7 @@ from tidings.delivery.state import TERMINAL
 from tidings.errors import Unavailable
 from tidings.executions.models import executions, idempotency_keys, messages
 from tidings.executions.state import ExecutionKind
+from tidings.profiles import import_jobs
 from tidings.webhooks import service as webhooks
 
 RETENTION_SECONDS = 600.0
@@ -59,12 +63,17 @@ class RetentionReport:
     executions: int = 0
     idempotency_keys: int = 0
     webhook_deliveries: int = 0
+    import_jobs: int = 0
     # False when the run stopped on its time budget with work left.
     complete: bool = True
 
     def __bool__(self) -> bool:
         return bool(
-            self.messages or self.executions or self.idempotency_keys or self.webhook_deliveries
+            self.messages
+            or self.executions
+            or self.idempotency_keys
+            or self.webhook_deliveries
+            or self.import_jobs
         )
 
 
@@ -98,6 +107,7 @@ class Retention:
                 report.messages += self._clear_messages(state.value, cutoff, deadline)
             report.executions = self._clear_executions(cutoff, deadline)
             report.webhook_deliveries = self._purge_webhook_deliveries(cutoff, deadline)
+            report.import_jobs = self._purge_import_jobs(cutoff, deadline)
         report.complete = self._go_on(deadline)
         return report
 
@@ -216,6 +226,16 @@ class Retention:
                 break
         return purged
 
+    def _purge_import_jobs(self, cutoff: datetime, deadline: float) -> int:
+        purged = 0
+        while self._go_on(deadline):
+            with self.db.write() as conn:
+                count = import_jobs.purge_finished(conn, cutoff, self.batch)
+            purged += count
+            if count < self.batch:
+                break
+        return purged
+
     def _forget_expired_keys(self, now: datetime, deadline: float) -> int:
         forgotten = 0
         key = sa.tuple_(idempotency_keys.c.workspace_id, idempotency_keys.c.key)
@@ -275,6 +295,7 @@ class RetentionJob:
                     "executions_cleared": report.executions,
                     "idempotency_keys_deleted": report.idempotency_keys,
                     "webhook_deliveries_deleted": report.webhook_deliveries,
+                    "import_jobs_deleted": report.import_jobs,
                 },
             )
 

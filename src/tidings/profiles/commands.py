@@ -24,7 +24,7 @@ from rich.progress import (
 from tidings.config import Settings
 from tidings.db import migrate as migrations
 from tidings.errors import TidingsError
-from tidings.profiles import imports
+from tidings.profiles import import_jobs, imports
 from tidings.profiles.imports import ImportReport
 from tidings.profiles.schemas import ImportFormat
 from tidings.runtime import Runtime
@@ -33,6 +33,7 @@ from tidings.workspaces import service as workspaces
 app = typer.Typer(help="Profiles: bulk import.", no_args_is_help=True)
 READ_BYTES = 1024 * 1024
 REJECTED_SHOWN = 20
+CLI_SOURCE = "cli"
 
 
 @app.callback()
@@ -121,6 +122,18 @@ def import_command(
         )
         source = sys.stdin.buffer if stdin else file.open("rb")
         total = None if stdin else file.stat().st_size
+        # A job, like the console's and the API's imports: listed with them, and left to
+        # read `interrupted` if this command is killed.
+        job_id = import_jobs.create(
+            runtime.db,
+            str(found["id"]),
+            source=CLI_SOURCE,
+            fmt=fmt,
+            file_name=None if stdin else file.name,
+            bytes_total=total,
+            state=import_jobs.JobState.RUNNING,
+        )
+        tracker = import_jobs.Tracker(runtime.db, job_id)
         try:
             with progress:
                 task = progress.add_task("importing", total=total, rows="")
@@ -135,11 +148,14 @@ def import_command(
                 report = imports.import_profiles(
                     runtime.db,
                     str(found["id"]),
-                    _chunks(source, progress, task),
+                    tracker.chunks(_chunks(source, progress, task)),
                     fmt,
                     on_batch=on_batch,
+                    on_commit=tracker.on_commit,
                 )
+            import_jobs.succeed(runtime.db, job_id, report, tracker.bytes_read)
         except TidingsError as exc:
+            import_jobs.fail(runtime.db, job_id, exc.detail, exc.errors, tracker.bytes_read)
             console.print(f"[red]{exc.title}: {exc.detail}[/red]")
             for error in exc.errors:
                 where = f" (line {error.line}, column {error.column})" if error.line else ""

@@ -28,7 +28,7 @@ from tidings.db import Database
 from tidings.db.bulk import bulk_insert
 from tidings.errors import ErrorCollector, FieldError, InvalidInput
 from tidings.ids import new_id
-from tidings.profiles import service
+from tidings.profiles import consent_history, service
 from tidings.profiles.models import profile_identities, profiles
 from tidings.profiles.schemas import (
     LOCALE_PATTERN,
@@ -82,6 +82,20 @@ class ImportReport:
         self.rejected_total += 1
         if len(self.rejected) < MAX_REJECTED_LISTED:
             self.rejected.append({"line": line, "reason": reason})
+
+    def after(self, outcome: _Outcome, lines: int) -> ImportReport:
+        """A copy with a batch's outcome counted: the report as it is once the batch commits."""
+        report = ImportReport(
+            self.created + outcome.created,
+            self.updated + outcome.updated,
+            self.unchanged + outcome.unchanged,
+            list(self.rejected),
+            self.rejected_total,
+            lines,
+        )
+        for line, reason in sorted(outcome.rejected):
+            report.reject(line, reason)
+        return report
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -522,6 +536,16 @@ class _Outcome:
         self.rejected.extend(other.rejected)
         self.paths |= other.paths
 
+    def plus(self, other: _Outcome) -> _Outcome:
+        both = _Outcome()
+        both.add(self)
+        both.add(other)
+        return both
+
+
+# Called inside the transaction of each batch with what the batch did, before it commits.
+CommitHook = Callable[[sa.Connection, _Outcome], None]
+
 
 _COMPARED = ("attributes", "consent", "timezone", "locale")
 _NEW_PROFILE: Mapping[str, Any] = {
@@ -563,13 +587,15 @@ def _apply(
 ) -> _Outcome:
     """Upserts the rows of a batch in one transaction: identities and profiles read with one
     query per namespace and chunk, the rows applied in memory in file order (a later row sees
-    what an earlier one did), then bulk inserts and one executemany UPDATE."""
+    what an earlier one did), then bulk inserts and one executemany UPDATE; the consent
+    history of the rows whose consent changed goes in with one multi-row INSERT."""
     outcome = _Outcome()
     owners = service.owners_of(conn, workspace_id, {i for row in rows for i in row.identities})
     stored = service.load_rows_for_update(conn, workspace_id, owners.values())
     states: dict[str, dict[str, Any]] = {}
     created: list[str] = []
     new_identities: list[dict[str, Any]] = []
+    consent_changes: list[dict[str, Any]] = []
     for row in rows:
         owner_ids = {owners[identity] for identity in row.identities if identity in owners}
         if len(owner_ids) > 1:
@@ -605,6 +631,10 @@ def _apply(
             outcome.unchanged += 1
             continue
         states[profile_id] = values
+        if row.body.consent:
+            consent_changes += consent_history.changes(
+                workspace_id, profile_id, current["consent"], values["consent"], SOURCE, now
+            )
         paths = row.paths
         if paths is None:
             paths = frozenset(service.attribute_paths_of(row.body.attributes))
@@ -631,18 +661,29 @@ def _apply(
     ]
     if updates:
         conn.execute(_UPDATE, updates)
+    consent_history.record(conn, consent_changes)
     service.remember_paths(conn, workspace_id, sorted(outcome.paths), now)
     return outcome
 
 
-def _commit(db: Database, workspace_id: str, rows: list[Row], known_paths: set[str]) -> _Outcome:
+def _commit(
+    db: Database,
+    workspace_id: str,
+    rows: list[Row],
+    known_paths: set[str],
+    on_commit: CommitHook | None = None,
+) -> _Outcome:
     """One transaction for the batch. A batch that a concurrent writer beat to an identity is
     read again and retried once; if it still fails, or the database refuses a value, its rows
-    are applied one per transaction so only the offending row is rejected."""
+    are applied one per transaction so only the offending row is rejected. `on_commit` runs
+    in each transaction that commits rows, with all this batch has done once it commits."""
     for attempt in range(2):
         try:
             with db.write() as conn:
-                return _apply(conn, workspace_id, rows, utcnow(), known_paths)
+                outcome = _apply(conn, workspace_id, rows, utcnow(), known_paths)
+                if on_commit is not None:
+                    on_commit(conn, outcome)
+                return outcome
         except sa.exc.IntegrityError:
             reason = service.CONCURRENT_CHANGE
             if attempt == 0:
@@ -654,8 +695,16 @@ def _commit(db: Database, workspace_id: str, rows: list[Row], known_paths: set[s
         return _Outcome(rejected=[(rows[0].line, reason)])
     outcome = _Outcome()
     for row in rows:
-        outcome.add(_commit(db, workspace_id, [row], known_paths))
+        hook: CommitHook | None = None
+        if on_commit is not None:
+            hook = _after(on_commit, outcome.plus(_Outcome()))
+        outcome.add(_commit(db, workspace_id, [row], known_paths, hook))
     return outcome
+
+
+def _after(on_commit: CommitHook, before: _Outcome) -> CommitHook:
+    """The hook of one row of a batch applied row by row: it sees the rows before it too."""
+    return lambda conn, outcome: on_commit(conn, before.plus(outcome))
 
 
 # ---------------------------------------------------------------- the import
@@ -670,6 +719,7 @@ def import_profiles(
     batch_rows: int = BATCH_ROWS,
     max_row_bytes: int = MAX_ROW_BYTES,
     on_batch: Callable[[ImportReport], None] | None = None,
+    on_commit: Callable[[sa.Connection, ImportReport], None] | None = None,
 ) -> ImportReport:
     """Imports profiles from `chunks` (the file's bytes or text in pieces of any size) into the
     workspace, upserting by identity with PATCH's merge semantics (attributes merged key by
@@ -677,7 +727,9 @@ def import_profiles(
 
     Rows are committed batch by batch: an error that ends the import (a bad CSV header,
     InvalidInput; the body's source failing) leaves the batches before it imported, and
-    importing the same file again is harmless. `on_batch` sees the report after each batch.
+    importing the same file again is harmless. `on_batch` sees the report after each batch;
+    `on_commit`, inside the transaction of each batch, the report as it is once the batch
+    commits (to record progress that is exactly what was committed).
     """
     report = ImportReport()
     framer = Framer(max_row_bytes, csv_quotes=fmt is ImportFormat.CSV)
@@ -685,8 +737,14 @@ def import_profiles(
     known_paths: set[str] = set()
     batch: list[Row] = []
 
+    def in_transaction(conn: sa.Connection, outcome: _Outcome) -> None:
+        assert on_commit is not None
+        on_commit(conn, report.after(outcome, framer.lines))
+
+    hook = in_transaction if on_commit is not None else None
+
     def flush() -> None:
-        outcome = _commit(db, workspace_id, batch, known_paths)
+        outcome = _commit(db, workspace_id, batch, known_paths, hook)
         batch.clear()
         report.created += outcome.created
         report.updated += outcome.updated

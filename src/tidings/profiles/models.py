@@ -82,3 +82,57 @@ profile_erasures = sa.Table(
     sa.Column("erased_at", UTCDateTime(), nullable=False),
     sa.Column("message_count", sa.Integer(), nullable=False),
 )
+
+# Every change of a profile's consent on a channel, written in the transaction that made it:
+# the trail an audit asks for (what changed, from what to what, when, through what). No
+# foreign key to profiles: a merge moves the rows to the profile that remains and an erasure
+# deletes them (a cascade would scan this table, whose index starts with the workspace).
+consent_events = sa.Table(
+    "consent_events",
+    metadata,
+    id_column(primary_key=True),
+    id_column("workspace_id", sa.ForeignKey("workspaces.id"), nullable=False),
+    id_column("profile_id", nullable=False),
+    sa.Column("channel", sa.String(8), nullable=False),
+    # None: unknown, on the rows the upgrade to 0016 wrote from the latest state stored then.
+    sa.Column("previous_status", sa.String(8), nullable=True),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    # What made the change: the message of an unsubscribe or complaint, the API key, the
+    # console user, the profile merged in.
+    sa.Column("detail", sa.String(400), nullable=True),
+    sa.Index("ix_consent_events_profile", "workspace_id", "profile_id", "id"),
+)
+
+# Profile imports as jobs: their progress, written with each batch the import commits, lives
+# here so that any process can show it and a restart loses nothing of what was accepted.
+# `created_by` is the console user's or the API key's id (None from the command line).
+import_jobs = sa.Table(
+    "import_jobs",
+    metadata,
+    id_column(primary_key=True),
+    id_column("workspace_id", sa.ForeignKey("workspaces.id"), nullable=False),
+    id_column("created_by", nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("file_name", sa.String(200), nullable=True),
+    sa.Column("format", sa.String(8), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("bytes_total", sa.BigInteger(), nullable=True),
+    sa.Column("bytes_read", sa.BigInteger(), nullable=False),
+    sa.Column("lines", sa.Integer(), nullable=False),
+    sa.Column("rows_created", sa.Integer(), nullable=False),
+    sa.Column("rows_updated", sa.Integer(), nullable=False),
+    sa.Column("rows_unchanged", sa.Integer(), nullable=False),
+    sa.Column("rows_rejected", sa.Integer(), nullable=False),
+    # The first rejected rows, [{"line": n, "reason": "..."}], capped (import_jobs.SAMPLED).
+    sa.Column("rejected_sample", json_type(), nullable=False),
+    sa.Column("error", sa.String(2000), nullable=True),
+    # The field errors of a failed import ([{"field", "message", "line", "column"}]).
+    sa.Column("error_details", json_type(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_import_jobs_workspace_id", "workspace_id", "id"),
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -108,6 +108,34 @@ class ProfileOut(BaseModel):
     updated_at: datetime
 
 
+class ConsentEventOut(BaseModel):
+    """One change of a profile's consent on a channel."""
+
+    id: str
+    channel: Channel
+    previous_status: ConsentStatus | None = Field(
+        description="The status before the change; null on the history's first entry for "
+        "consent stored before the history was kept (only the latest state was)"
+    )
+    status: ConsentStatus
+    source: str = Field(
+        description="What changed it: api, import, console, merge, unsubscribe_link, "
+        "one_click, complaint, <provider>_unsubscribe, sms_keyword",
+        examples=["api"],
+    )
+    occurred_at: datetime
+    detail: str | None = Field(
+        description="What made the change, when known: api_key:<id>, message:<id>, "
+        "user:<console email>, profile:<id merged in>, twilio:<inbound message sid>",
+        examples=["message:0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"],
+    )
+
+
+class ConsentHistory(BaseModel):
+    items: list[ConsentEventOut] = Field(description="The newest first")
+    next_cursor: str | None
+
+
 class ImportFormat(StrEnum):
     CSV = "csv"
     JSONL = "jsonl"
@@ -129,3 +157,46 @@ class ImportReportOut(BaseModel):
     )
     rejected_total: int = Field(description="Every rejected row, listed or not")
     lines: int = Field(description="Lines read, the CSV header and blank lines included")
+    import_id: str | None = Field(
+        default=None, description="The import's job: GET /v1/profile-imports/{import_id}"
+    )
+
+
+class ImportFieldError(BaseModel):
+    field: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+class ImportJobOut(BaseModel):
+    """A profile import and its progress, written with each batch it commits."""
+
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "interrupted"] = Field(
+        description="interrupted: its process stopped writing progress (a restart); the rows "
+        "it committed stay"
+    )
+    source: str = Field(description="api, console or cli")
+    created_by: str | None = Field(description="The API key's or console user's id")
+    file_name: str | None
+    format: ImportFormat
+    bytes_total: int | None = Field(description="The file's size, when known beforehand")
+    bytes_read: int
+    lines: int = Field(description="Lines read and committed so far")
+    created: int
+    updated: int
+    unchanged: int
+    rejected_total: int
+    rejected: list[RejectedRow] = Field(description="The first rejected rows, at most 100")
+    error: str | None
+    errors: list[ImportFieldError] = Field(description="The field errors of a failed import")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime = Field(description="When progress was last written")
+
+
+class ImportJobList(BaseModel):
+    items: list[ImportJobOut] = Field(description="The newest first")
+    next_cursor: str | None

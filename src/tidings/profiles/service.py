@@ -25,6 +25,7 @@ from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import messages
 from tidings.ids import new_id
 from tidings.json_data import nesting_depth, unstorable
+from tidings.profiles import consent_history
 from tidings.profiles.models import (
     profile_attribute_paths,
     profile_erasures,
@@ -181,12 +182,13 @@ def upsert(
     body: ProfileUpsert,
     *,
     merge: bool = False,
+    detail: str | None = None,
 ) -> UpsertResult:
     """Creates or updates the profile the identities name.
 
     PUT (merge=False) replaces attributes, time zone and locale; PATCH (merge=True) changes
     only the attributes given (a null removes one) and the fields sent. Both merge identities
-    and consent.
+    and consent; the consent history notes each change (source `api`, with `detail`).
     """
     wanted = _wanted_identities(namespace, identity_value, body)
     # Two first PUTs for the same new identity race to insert it; the loser retries once and
@@ -194,7 +196,7 @@ def upsert(
     for attempt in range(2):
         try:
             with db.write() as conn:
-                return _upsert_within(conn, workspace_id, wanted, body, merge)
+                return _upsert_within(conn, workspace_id, wanted, body, merge, detail)
         except sa.exc.IntegrityError:
             if attempt:
                 raise Conflict(CONCURRENT_CHANGE) from None
@@ -242,6 +244,7 @@ def _upsert_within(
     wanted: set[tuple[str, str]],
     body: ProfileUpsert,
     merge: bool,
+    detail: str | None = None,
 ) -> UpsertResult:
     now = utcnow()
     owners = owners_of(conn, workspace_id, wanted)
@@ -261,6 +264,14 @@ def _upsert_within(
     else:
         profile_id = current["id"]
         conn.execute(profiles.update().where(profiles.c.id == profile_id).values(**values))
+    if body.consent:
+        before = current["consent"] if current else {}
+        consent_history.record(
+            conn,
+            consent_history.changes(
+                workspace_id, profile_id, before, values["consent"], "api", now, detail
+            ),
+        )
     new_identities = [
         {"workspace_id": workspace_id, "namespace": ns, "value": value, "profile_id": profile_id}
         for ns, value in sorted(wanted)
@@ -633,6 +644,10 @@ def merged_consent(target: Mapping[str, Any], source: Mapping[str, Any]) -> dict
     return merged
 
 
+# The consent history's source for the channels a merge changed.
+MERGE_SOURCE = "merge"
+
+
 def merge(db: Database, workspace_id: str, into: Identity, source: Identity) -> dict[str, Any]:
     """Merges the profile `source` names into the one `into` names, in one transaction, and
     returns the merged profile. The source's identities, push tokens, audience memberships
@@ -663,12 +678,27 @@ def merge(db: Database, workspace_id: str, into: Identity, source: Identity) -> 
                 "from", f"the merged attributes would be larger than {MAX_ATTRIBUTE_BYTES} bytes"
             )
         _move_to(conn, workspace_id, from_id, into_id)
+        consent = merged_consent(target["consent"], merged_away["consent"])
+        # The history of the profile merged away comes along, then the merge's own changes.
+        consent_history.move(conn, workspace_id, from_id, into_id)
+        consent_history.record(
+            conn,
+            consent_history.changes(
+                workspace_id,
+                into_id,
+                target["consent"],
+                consent,
+                MERGE_SOURCE,
+                now,
+                f"profile:{from_id}",
+            ),
+        )
         conn.execute(
             profiles.update()
             .where(profiles.c.id == into_id)
             .values(
                 attributes=attributes,
-                consent=merged_consent(target["consent"], merged_away["consent"]),
+                consent=consent,
                 timezone=target["timezone"] or merged_away["timezone"],
                 locale=target["locale"] or merged_away["locale"],
                 updated_at=now,
@@ -757,7 +787,8 @@ def erase(db: Database, workspace_id: str, namespace: str, value: str) -> str:
     """Erases the person a profile is (right to be forgotten) and returns the id of the
     anonymous erasure record.
 
-    Deleted: the profile, its identities, push tokens, audience memberships and merge records.
+    Deleted: the profile, its identities, push tokens, audience memberships, merge records
+    and consent history (its own and that of the profiles merged into it).
     In the messages of the profile (and of profiles merged into it, and those sent to one of
     its identities without a profile): address, context, profile data and last error are
     cleared, the recipient becomes "erased"; state, reason, channel, campaign, execution and
@@ -787,6 +818,7 @@ def erase(db: Database, workspace_id: str, namespace: str, value: str) -> str:
             )
         )
         _forget_soft_bounces(conn, workspace_id, identities)
+        consent_history.forget(conn, workspace_id, profile_ids)
         conn.execute(audience_members.delete().where(audience_members.c.profile_id == profile_id))
         conn.execute(
             profile_push_tokens.delete().where(profile_push_tokens.c.profile_id == profile_id)
@@ -970,11 +1002,13 @@ def set_channel_consent(
     status: ConsentStatus,
     source: str,
     now: datetime,
+    detail: str | None = None,
 ) -> dict[str, Any] | None:
     """Sets one channel's consent of a profile, its row locked as an upsert locks it; returns
     the channel's consent entry, or None when the workspace has no such profile. A channel
     that has the status already keeps the entry of the change that set it (as merge_consent
-    does), so repeating the call changes nothing."""
+    does), so repeating the call changes nothing. A change goes into the consent history with
+    `source` and `detail` (what made it: a message, a console user)."""
     current = _load_row(conn, workspace_id, profile_id, for_update=True)
     if current is None:
         return None
@@ -989,7 +1023,30 @@ def set_channel_consent(
         .where(profiles.c.id == profile_id, profiles.c.workspace_id == workspace_id)
         .values(consent=consent, updated_at=now)
     )
+    consent_history.record(
+        conn,
+        consent_history.changes(
+            workspace_id, profile_id, current["consent"], consent, source, now, detail
+        ),
+    )
     return entry
+
+
+def consent_changes(
+    db: Database,
+    workspace_id: str,
+    namespace: str,
+    value: str,
+    channel: Channel | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the consent history of the profile an identity names, newest first, of one
+    channel or all; NotFound when the workspace has no such profile."""
+    value = normalize_identity(namespace, value)
+    with db.read() as conn:
+        profile_id = _profile_id_or_404(conn, workspace_id, namespace, value)
+        return consent_history.page(conn, workspace_id, profile_id, channel, cursor, limit)
 
 
 # ---------------------------------------------------------------- tokens a provider refused

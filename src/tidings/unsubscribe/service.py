@@ -87,7 +87,14 @@ def unsubscribe(db: Database, token: UnsubscribeToken, source: str) -> Unsubscri
         )
         if profile_id is not None:
             entry = profiles.set_channel_consent(
-                conn, workspace_id, profile_id, channel, ConsentStatus.OUT, source, now
+                conn,
+                workspace_id,
+                profile_id,
+                channel,
+                ConsentStatus.OUT,
+                source,
+                now,
+                detail=f"message:{token.message_id}",
             )
             if entry is not None and entry.get("updated_at") == now.isoformat():
                 _announce(conn, token, row, now)

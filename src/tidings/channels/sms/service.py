@@ -236,18 +236,33 @@ def inbound(db: Database, url: str, params: Form, given: str) -> InboundResult:
             # A short code or an alphanumeric sender: no profile or suppression can hold it.
             return InboundResult(keyword, acted)
         for workspace_id in sorted(workspaces):
-            acted[workspace_id] = _apply(conn, workspace_id, phone, keyword, now)
+            acted[workspace_id] = _apply(
+                conn, workspace_id, phone, keyword, now, _first(params, "MessageSid")
+            )
     return InboundResult(keyword, acted)
 
 
 def _apply(
-    conn: sa.Connection, workspace_id: str, phone: str, keyword: Keyword, now: datetime
+    conn: sa.Connection,
+    workspace_id: str,
+    phone: str,
+    keyword: Keyword,
+    now: datetime,
+    message_sid: str | None = None,
 ) -> str:
     profile_id = profiles.find_profile_id(conn, workspace_id, PHONE_NAMESPACE, phone)
     if profile_id is not None:
         status = ConsentStatus.OUT if keyword is Keyword.STOP else ConsentStatus.IN
         profiles.set_channel_consent(
-            conn, workspace_id, profile_id, Channel.SMS, status, KEYWORD_SOURCE, now
+            conn,
+            workspace_id,
+            profile_id,
+            Channel.SMS,
+            status,
+            KEYWORD_SOURCE,
+            now,
+            # The inbound message's Twilio id: what shows the person sent the keyword.
+            detail=f"twilio:{message_sid}" if message_sid else None,
         )
         return f"consent_{status.value}"
     if keyword is Keyword.STOP:

@@ -54,9 +54,15 @@
   const variables = document.getElementById("preview-variables");
   let sequence = 0;
 
+  const suggested = document.getElementById("preview-identity-options");
+
   function identityOf(value) {
     value = value.trim();
     if (!value) return null;
+    // A suggestion picked: its namespace and id exactly, whatever characters they hold.
+    for (const option of suggested ? suggested.options : []) {
+      if (option.value === value) return { namespace: option.dataset.namespace, id: option.dataset.id };
+    }
     if (value.includes("@")) return { namespace: "email", id: value };
     if (value.startsWith("+")) return { namespace: "phone", id: value };
     const colon = value.indexOf(":");
@@ -154,8 +160,30 @@
     await preview();
   }
 
+  // The picker's suggestions: the workspace's profiles whose identity starts with what is typed.
+  async function suggest() {
+    if (!suggested || !identity.dataset.suggestUrl) return;
+    const typed = identity.value.trim();
+    const response = await fetch(identity.dataset.suggestUrl + "?q=" + encodeURIComponent(typed), {
+      credentials: "same-origin",
+      headers: { "Accept": "application/json" },
+    });
+    if (!response.ok || identity.value.trim() !== typed) return;
+    const options = [];
+    for (const item of (await response.json()).items) {
+      const option = document.createElement("option");
+      option.value = item.value;
+      option.textContent = item.label;
+      option.dataset.namespace = item.namespace;
+      option.dataset.id = item.id;
+      options.push(option);
+    }
+    suggested.replaceChildren(...options);
+  }
+
   const onContent = debounce(saveThenPreview, 350);
   const onSample = debounce(preview, 350);
+  identity.addEventListener("input", debounce(suggest, 200));
   for (const field of fields) field.addEventListener("input", onContent);
   for (const input of [identity, profile, context]) input.addEventListener("input", onSample);
 

@@ -61,7 +61,8 @@
 
   // An import: its progress, polled until it ends, then the page with the full report.
   const job = document.getElementById("import");
-  if (job && job.dataset.state === "running") {
+  const ongoing = function (state) { return state === "queued" || state === "running"; };
+  if (job && ongoing(job.dataset.state)) {
     const show = function (id, value) {
       const element = document.getElementById(id);
       if (element) element.textContent = String(value);
@@ -76,7 +77,7 @@
       show("import-bytes", status.bytes_read);
       for (const name of ["lines", "created", "updated", "unchanged"]) show("import-" + name, status.report[name]);
       show("import-rejected", status.report.rejected_total);
-      if (status.state === "running") setTimeout(poll, 1000);
+      if (ongoing(status.state)) setTimeout(poll, 1000);
       else window.location.reload();
     };
     setTimeout(poll, 500);
