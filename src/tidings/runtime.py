@@ -7,6 +7,7 @@ from functools import cached_property
 
 from tidings.config import Settings
 from tidings.content.engine import TemplateEngine
+from tidings.content.sandbox import shared_sandbox
 from tidings.db import Database
 from tidings.executions.acceptor import TriggerAcceptor
 from tidings.secret_key import load_secret_key
@@ -32,7 +33,11 @@ class Runtime:
             settings=settings,
             db=db,
             templates=TemplateEngine(
-                fuel=settings.template_fuel, max_source_bytes=settings.template_max_bytes
+                fuel=settings.template_fuel,
+                max_source_bytes=settings.template_max_bytes,
+                sandbox=shared_sandbox(
+                    settings.template_memory_limit_mb, settings.template_check_seconds
+                ),
             ),
             authenticator=Authenticator(db),
             key_limiter=KeyRateLimiter(settings.api_rate_limit),

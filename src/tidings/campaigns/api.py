@@ -38,7 +38,7 @@ def _out(view: dict[str, Any]) -> CampaignOut:
 
 @router.post("", response_model=CampaignOut, status_code=status.HTTP_201_CREATED)
 def create_campaign(body: CampaignCreate, runtime: RuntimeDep, principal: Writer) -> CampaignOut:
-    return _out(service.create(runtime.db, principal.workspace_id, body))
+    return _out(service.create(runtime.db, principal.workspace_id, body, runtime.templates))
 
 
 @router.get("", response_model=CampaignList)
@@ -71,7 +71,9 @@ def get_campaign(campaign_id: CampaignId, runtime: RuntimeDep, principal: Reader
 def update_campaign(
     campaign_id: CampaignId, body: CampaignPatch, runtime: RuntimeDep, principal: Writer
 ) -> CampaignOut:
-    return _out(service.update(runtime.db, principal.workspace_id, campaign_id, body))
+    return _out(
+        service.update(runtime.db, principal.workspace_id, campaign_id, body, runtime.templates)
+    )
 
 
 @router.delete("/{campaign_id}", status_code=status.HTTP_204_NO_CONTENT)

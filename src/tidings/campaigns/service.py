@@ -32,7 +32,12 @@ from tidings.channels import service as channels
 from tidings.clock import utcnow
 from tidings.content.engine import RenderingError, TemplateEngine
 from tidings.content.schemas import MAX_CONTEXT_BYTES, field_path, parse_content
-from tidings.content.service import content_field, render_content, template_variables
+from tidings.content.service import (
+    content_field,
+    refuse_resource_bombs,
+    render_content,
+    template_variables,
+)
 from tidings.db import Database
 from tidings.errors import Conflict, FieldError, InvalidInput, NotFound, NotReady
 from tidings.ids import new_id
@@ -196,9 +201,15 @@ def _unique_tags(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def _clean_content(channel: Channel, raw: dict[str, Any] | None) -> dict[str, Any] | None:
+def _clean_content(
+    channel: Channel, raw: dict[str, Any] | None, engine: TemplateEngine | None
+) -> dict[str, Any] | None:
     content = parse_content(channel, raw)
-    return None if content is None else content.model_dump(exclude_none=True)
+    if content is None:
+        return None
+    if engine is not None:
+        refuse_resource_bombs(engine, content)
+    return content.model_dump(exclude_none=True)
 
 
 def _write_tags(conn: sa.Connection, version_id: str, tags: list[str]) -> None:
@@ -216,8 +227,11 @@ def _insert_version(conn: sa.Connection, values: dict[str, Any]) -> None:
     _write_tags(conn, values["id"], values["tags"])
 
 
-def create(db: Database, workspace_id: str, body: CampaignCreate) -> dict[str, Any]:
-    content = _clean_content(body.channel, body.content)
+def create(
+    db: Database, workspace_id: str, body: CampaignCreate, engine: TemplateEngine | None = None
+) -> dict[str, Any]:
+    """A new draft campaign; with an engine, templates that blow up its sandbox are refused."""
+    content = _clean_content(body.channel, body.content, engine)
     schedule = body.schedule or ScheduleSpec()
     now = utcnow()
     campaign_id, version_id = new_id(), new_id()
@@ -303,7 +317,11 @@ def _open_draft(conn: sa.Connection, campaign: dict[str, Any], now: datetime) ->
 
 
 def update(
-    db: Database, workspace_id: str, campaign_id: str, patch: CampaignPatch
+    db: Database,
+    workspace_id: str,
+    campaign_id: str,
+    patch: CampaignPatch,
+    engine: TemplateEngine | None = None,
 ) -> dict[str, Any]:
     """Applies a partial change; on a live or scheduled campaign it lands in a draft version.
 
@@ -311,6 +329,15 @@ def update(
     opens no draft version.
     """
     given = patch.model_dump(exclude_unset=True)
+    if engine is not None and given.get("content") is not None:
+        # Vetted before the write transaction: a template bomb takes the sandbox seconds to
+        # blow up, not to be held with the database's write lock.
+        with db.read() as conn:
+            campaign = load_campaign(conn, workspace_id, campaign_id)
+            head = load_version(conn, head_version_id(campaign))
+        channel = Channel(given.get("channel") or campaign["channel"])
+        base = head["content"] if channel.value == campaign["channel"] else None
+        _clean_content(channel, _merge(base, given["content"]), engine)
     now = utcnow()
     with db.write() as conn:
         campaign = _load_editable(conn, workspace_id, campaign_id)
@@ -367,7 +394,7 @@ def _version_changes(
     if "content" in given or previous_channel is not None:
         base = None if previous_channel is not None else head["content"]
         raw = None if given.get("content") is None else _merge(base, given["content"])
-        changes["content"] = _clean_content(channel, raw)
+        changes["content"] = _clean_content(channel, raw, None)
     if given.get("audience") is not None:
         audience = _validated(AudienceSpec, _merge(head["audience"], given["audience"]), "audience")
         changes["audience"] = _audience(channel, audience.model_dump())
@@ -683,7 +710,7 @@ def preview(
         unsubscribe_url=public_url + PREVIEW_UNSUBSCRIBE_PATH,
     )
     try:
-        rendered = render_content(engine, content, variables)
+        rendered = render_content(engine, content, variables, isolated=True)
     except RenderingError as exc:
         problem, field = exc.problem, content_field(exc.template)
         raise InvalidInput(

@@ -11,11 +11,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import minijinja
 
 from tidings.errors import TidingsError
+
+if TYPE_CHECKING:
+    from tidings.content.sandbox import TemplateSandbox
 
 HTML_SUFFIX = ".html"
 MACRO_NAMES = frozenset({"varargs", "kwargs", "caller"})
@@ -232,9 +235,13 @@ def _problem_from(error: minijinja.TemplateError, source: str | None) -> Templat
         before = source.encode("utf-8")[: error.range[0]].decode("utf-8", errors="ignore")
         column = len(before) - (before.rfind("\n") + 1) + 1
     message = error.detail or error.kind
-    if error.kind == "OutOfFuel":
+    kind = error.kind
+    if kind == "OutOfFuel":
         message = "the template does too much work (out of fuel): simplify its loops"
-    return TemplateProblem(message=message, kind=error.kind, line=error.line, column=column)
+    elif kind == "InvalidOperation" and "too large" in message:
+        # minijinja's own cap on `"x" * n` and the like: a size problem, whatever the data.
+        kind = "TooLarge"
+    return TemplateProblem(message=message, kind=kind, line=error.line, column=column)
 
 
 def _auto_escape(name: str) -> str | None:
@@ -307,8 +314,18 @@ class CompiledTemplates:
 class TemplateEngine:
     """Compiles, checks and renders user-authored templates within fuel and size limits."""
 
-    def __init__(self, *, fuel: int, max_source_bytes: int, cache_size: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        fuel: int,
+        max_source_bytes: int,
+        cache_size: int = 512,
+        sandbox: TemplateSandbox | None = None,
+    ) -> None:
         self.fuel = fuel
+        # Where authoring renders (checks, previews) run, capped in memory (content/sandbox.py);
+        # None renders them in this process (unit tests).
+        self.sandbox = sandbox
         self.max_source_bytes = max_source_bytes
         self.max_output_chars = max_source_bytes * 16
         self._cache: OrderedDict[tuple[tuple[str, str], ...], CompiledTemplates] = OrderedDict()

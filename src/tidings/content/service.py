@@ -12,8 +12,9 @@ from tidings.content.engine import (
     TemplateEngine,
     trusted,
 )
+from tidings.content.sandbox import RESOURCE_KINDS, render_in
 from tidings.content.schemas import Content, EmailContent, PushContent, SmsContent
-from tidings.errors import FieldError
+from tidings.errors import FieldError, InvalidInput
 from tidings.vocabulary import Category, Channel
 
 TEXT_SUFFIX = ".txt"
@@ -114,28 +115,25 @@ def check_content(
     # A trial render with empty data finds names that can never work (unknown filters,
     # functions, tests) and templates that exhaust their fuel even without data.
     compiled_ok = compilable and not any(error.field.startswith("content.") for error in errors)
+    # It runs in the memory-capped sandbox: a template that builds too much text is an error.
     if compiled_ok:
-        compiled = engine.compile(compilable)
-        sample = compiled.prepare(sample_variables())
-        for name in compilable:
-            try:
-                compiled.render(name, sample, engine.max_output_chars)
-            except RenderingError as exc:
-                problem = exc.problem
-                issue = FieldError(
-                    content_field(name), problem.message, problem.line, problem.column
-                )
-                if problem.is_unknown_name or problem.is_out_of_fuel:
-                    errors.append(issue)
-                else:
-                    warnings.append(
-                        FieldError(
-                            issue.field,
-                            f"fails to render without data: {problem.message}",
-                            problem.line,
-                            problem.column,
-                        )
+        results = render_in(engine.sandbox, engine, compilable, sample_variables(), outputs=False)
+        for name, outcome in results.items():
+            if isinstance(outcome, str):
+                continue
+            trouble = outcome
+            issue = FieldError(content_field(name), trouble.message, trouble.line, trouble.column)
+            if trouble.is_unknown_name or trouble.is_out_of_fuel or trouble.kind in RESOURCE_KINDS:
+                errors.append(issue)
+            else:
+                warnings.append(
+                    FieldError(
+                        issue.field,
+                        f"fails to render without data: {trouble.message}",
+                        trouble.line,
+                        trouble.column,
                     )
+                )
 
     if (
         channel is Channel.EMAIL
@@ -157,6 +155,30 @@ def check_content(
             )
         )
     return ContentCheck(errors, warnings, profile_paths, context_paths)
+
+
+def refuse_resource_bombs(engine: TemplateEngine, content: Content) -> None:
+    """Refuses content whose templates exhaust the sandbox's memory or time on sample data.
+
+    Saving a draft accepts templates that review will reject (syntax, unknown names), but a
+    template that blows up is refused at once, naming its field. The verdict is cached, so the
+    review of the same templates that follows costs nothing more.
+    """
+    sources = {
+        name: source
+        for name, source in template_sources(content).items()
+        if engine.syntax_problem(source) is None
+    }
+    if not sources:
+        return
+    results = render_in(engine.sandbox, engine, sources, sample_variables(), outputs=False)
+    errors = [
+        FieldError(content_field(name), problem.message)
+        for name, problem in results.items()
+        if not isinstance(problem, str) and problem.kind in RESOURCE_KINDS
+    ]
+    if errors:
+        raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)
 
 
 def sample_variables() -> dict[str, Any]:
@@ -185,10 +207,28 @@ def template_variables(
 
 
 def render_content(
-    engine: TemplateEngine, content: Content, variables: Mapping[str, Any]
+    engine: TemplateEngine,
+    content: Content,
+    variables: Mapping[str, Any],
+    *,
+    isolated: bool = False,
 ) -> dict[str, Any]:
-    """Renders every template of the content; the result has the content's own shape."""
-    rendered = engine.render(template_sources(content), variables)
+    """Renders every template of the content; the result has the content's own shape.
+
+    `isolated` renders in the engine's memory-capped sandbox: for data an author chose
+    (previews, proofs). Deliveries render here, for speed (the crash guard covers them).
+    """
+    sources = template_sources(content)
+    if isolated:
+        rendered: dict[str, str] = {}
+        for name, outcome in render_in(
+            engine.sandbox, engine, sources, variables, outputs=True
+        ).items():
+            if not isinstance(outcome, str):
+                raise RenderingError(name, outcome)
+            rendered[name] = outcome
+    else:
+        rendered = engine.render(sources, variables)
     result: dict[str, Any] = {}
     for name, text in rendered.items():
         field = name.rsplit(".", 1)[0]

@@ -105,6 +105,7 @@ class Deliverer:
         )
         self.rates = RateLimiter()
         self.unset_consent = settings.unset_consent
+        self.max_lease_expiries = settings.delivery_max_lease_expiries
         self.unsubscribe_tokens = UnsubscribeTokens(runtime.secret_key)
         self.tracker = Tracker(TrackingTokens(runtime.secret_key), settings.resolved_public_url)
         # Parsed content by (version, whether its HTML has its CSS inlined already).
@@ -142,12 +143,15 @@ class Deliverer:
                             limit,
                             self.lease,
                             self.unset_consent,
+                            self.max_lease_expiries,
                         )
             except sqlite3.Error:
                 claimed = None  # rolled back: the thread's path tries again
             if claimed is not None:
                 return claimed
-        return await asyncio.to_thread(queue.claim, db, now, limit, self.lease, self.unset_consent)
+        return await asyncio.to_thread(
+            queue.claim, db, now, limit, self.lease, self.unset_consent, self.max_lease_expiries
+        )
 
     async def record(self, outcomes: Outcomes) -> None:
         """Writes a batch's outcomes; in the loop on SQLite when the database is free, as

@@ -13,7 +13,7 @@ from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels import service as channels
 from tidings.channels.models import channel_configurations
 from tidings.db import Database
-from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, MessageState
+from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, ExclusionReason, MessageState
 from tidings.events import EventKind, MessageEvent, announce
 from tidings.executions.models import executions, messages
 from tidings.profiles.models import profiles
@@ -115,14 +115,82 @@ def renew_leases(db: Database, message_ids: Sequence[str], until: datetime) -> N
         )
 
 
-def recover_expired_leases(conn: sa.Connection, now: datetime) -> int:
-    """`sending` rows whose worker died go back to the queue (they may have been sent)."""
-    result = conn.execute(
-        messages.update()
-        .where(messages.c.state == MessageState.SENDING.value, messages.c.lease_until < now)
-        .values(state=MessageState.QUEUED.value, lease_until=None, updated_at=now)
-    )
-    return result.rowcount or 0
+# Lease expiries after which a message fails as worker_crashed
+# (TIDINGS_DELIVERY_MAX_LEASE_EXPIRIES).
+DEFAULT_MAX_LEASE_EXPIRIES = 5
+CRASHED_ERROR = "the workers that took this message died before recording it"
+
+
+# Lease expiries from which a message is claimed alone (isolate_suspects).
+SUSPECT_EXPIRIES = 2
+
+
+def isolate_suspects(due: Sequence[Sequence[Any]]) -> list[str]:
+    """The ids to claim of the due (id, lease_expiries) rows: all of them, or only the first
+    message whose lease ran out twice already, alone. If it is what kills its workers, it
+    then kills the next one without taking its batch-mates down again (they would fail as
+    worker_crashed with it). One expiry is common (a deploy, a worker killed by a supervisor)
+    and leaves batches whole."""
+    for message_id, expiries in due:
+        if expiries >= SUSPECT_EXPIRIES:
+            return [message_id]
+    return [row[0] for row in due]
+
+
+def recover_expired_leases(
+    conn: sa.Connection, now: datetime, max_expiries: int = DEFAULT_MAX_LEASE_EXPIRIES
+) -> int:
+    """`sending` rows whose worker died go back to the queue (they may have been sent).
+
+    A message whose lease already ran out `max_expiries` times fails instead (worker_crashed):
+    it is likely what kills its workers (a template that blows up on its data), and handing it
+    to the next worker would only kill that one too. Rows another claim is recovering are
+    skipped (SKIP LOCKED), so each expiry is counted and announced once.
+    """
+    sending = MessageState.SENDING.value
+    expired = conn.execute(
+        sa.select(messages.c.id, messages.c.lease_expiries)
+        .where(messages.c.state == sending, messages.c.lease_until < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not expired:
+        return 0
+    requeued = [row.id for row in expired if row.lease_expiries < max_expiries]
+    crashed = [row.id for row in expired if row.lease_expiries >= max_expiries]
+    for ids, values in (
+        (requeued, {"state": MessageState.QUEUED.value}),
+        (
+            crashed,
+            {
+                "state": MessageState.FAILED.value,
+                "reason": ExclusionReason.WORKER_CRASHED.value,
+                "last_error": CRASHED_ERROR,
+            },
+        ),
+    ):
+        if ids:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id.in_(ids), messages.c.state == sending)
+                .values(
+                    **values,
+                    lease_until=None,
+                    lease_expiries=messages.c.lease_expiries + 1,
+                    updated_at=now,
+                )
+            )
+    if crashed:
+        refs = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                sa.select(*(messages.c[name] for name in REF_COLUMNS), executions.c.kind)
+                .join(executions, executions.c.id == messages.c.execution_id)
+                .where(messages.c.id.in_(crashed))
+            )
+        }
+        failed = [(i, ExclusionReason.WORKER_CRASHED.value, CRASHED_ERROR) for i in crashed]
+        announce(conn, outcome_events(Outcomes(failed=failed), refs, now, None))
+    return len(expired)
 
 
 def claim(
@@ -131,6 +199,7 @@ def claim(
     limit: int,
     lease: timedelta,
     unset_consent: str = "allow",
+    max_lease_expiries: int = DEFAULT_MAX_LEASE_EXPIRIES,
 ) -> list[ClaimedMessage]:
     """Takes up to `limit` due messages for this worker until `now + lease`, with the verdict
     of the business rules on each (rules/enforcement.py).
@@ -140,9 +209,9 @@ def claim(
     counters are moved in this same transaction, so concurrent claims take turns on them.
     """
     with db.write() as conn:
-        recover_expired_leases(conn, now)
+        recover_expired_leases(conn, now, max_lease_expiries)
         due = (
-            sa.select(messages.c.id)
+            sa.select(messages.c.id, messages.c.lease_expiries)
             .where(
                 messages.c.state.in_([state.value for state in CLAIMABLE]),
                 messages.c.due_at <= now,
@@ -151,7 +220,7 @@ def claim(
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        ids = list(conn.execute(due).scalars())
+        ids = isolate_suspects(conn.execute(due).all())
         if not ids:
             return []
         conn.execute(

@@ -24,6 +24,8 @@ from tidings.channels import service as channels
 from tidings.channels.models import channel_configurations
 from tidings.delivery.queue import (
     CAMPAIGN_COLUMNS,
+    CRASHED_ERROR,
+    DEFAULT_MAX_LEASE_EXPIRIES,
     MESSAGE_COLUMNS,
     PROFILE_COLUMNS,
     REF_COLUMNS,
@@ -33,11 +35,12 @@ from tidings.delivery.queue import (
     announced_ids,
     assemble,
     find_suppressions,
+    isolate_suspects,
     outcome_events,
     rules_by_workspace,
     written_ids,
 )
-from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, MessageState
+from tidings.delivery.state import CLAIMABLE, QUIET_HOURS_HELD, ExclusionReason, MessageState
 from tidings.events import announce_on_sqlite
 from tidings.executions.models import messages
 from tidings.profiles.models import profiles
@@ -53,14 +56,17 @@ _Convert = Callable[[Any], Any]
 
 _SENDING = MessageState.SENDING.value
 _QUEUED = MessageState.QUEUED.value
+_FAILED = MessageState.FAILED.value
 _CLAIMABLE = tuple(sorted(state.value for state in CLAIMABLE))
 
+_EXPIRED = "SELECT id, lease_expiries FROM messages WHERE state = ? AND lease_until < ?"
 _RECOVER = (
-    "UPDATE messages SET state = ?, lease_until = NULL, updated_at = ? "
-    "WHERE state = ? AND lease_until < ?"
+    "UPDATE messages SET state = ?, reason = coalesce(?, reason), "
+    "last_error = coalesce(?, last_error), lease_until = NULL, "
+    "lease_expiries = lease_expiries + 1, updated_at = ? WHERE id = ? AND state = ?"
 )
 _DUE = (
-    "SELECT id FROM messages "
+    "SELECT id, lease_expiries FROM messages "
     f"WHERE state IN ({', '.join('?' for _ in _CLAIMABLE)}) AND due_at <= ? "
     "ORDER BY due_at LIMIT ?"
 )
@@ -164,12 +170,15 @@ def claim(
     limit: int,
     lease: timedelta,
     unset_consent: str = "allow",
+    max_lease_expiries: int = DEFAULT_MAX_LEASE_EXPIRIES,
 ) -> list[ClaimedMessage]:
     """queue.claim, in the caller's write transaction."""
     convert = _converters(dialect)
     at = convert["time"](now)
-    connection.execute(_RECOVER, (_QUEUED, at, _SENDING, at))
-    ids = [row[0] for row in connection.execute(_DUE, (*_CLAIMABLE, at, limit))]
+    expired = connection.execute(_EXPIRED, (_SENDING, at)).fetchall()
+    if expired:
+        _recover(connection, expired, at, now, max_lease_expiries)
+    ids = isolate_suspects(connection.execute(_DUE, (*_CLAIMABLE, at, limit)).fetchall())
     if not ids:
         return []
     marks = _marks(len(ids))
@@ -190,6 +199,32 @@ def claim(
     rules = _rules(connection, convert, zones)
     counters = SqliteCounters(connection, convert["time"])
     return enforcement.enforce(claimed, rules, counters, now, unset_consent)
+
+
+def _recover(
+    connection: sqlite3.Connection,
+    expired: list[Any],
+    at: Any,
+    now: datetime,
+    max_expiries: int,
+) -> None:
+    """queue.recover_expired_leases on the bare connection (its docstring says why)."""
+    crashed = [row[0] for row in expired if row[1] >= max_expiries]
+    reason = ExclusionReason.WORKER_CRASHED.value
+    connection.executemany(
+        _RECOVER,
+        [
+            (_FAILED, reason, CRASHED_ERROR, at, message_id, _SENDING)
+            if count >= max_expiries
+            else (_QUEUED, None, None, at, message_id, _SENDING)
+            for message_id, count in expired
+        ],
+    )
+    if crashed:
+        marks = f"({_marks(len(crashed))})"
+        refs = {row[0]: row[1:] for row in connection.execute(_REFS + marks, crashed).fetchall()}
+        failed = [(message_id, reason, CRASHED_ERROR) for message_id in crashed]
+        announce_on_sqlite(connection, outcome_events(Outcomes(failed=failed), refs, now, None))
 
 
 def _rules(

@@ -71,6 +71,10 @@ class ExclusionReason(StrEnum):
     UNKNOWN_PROFILE = "unknown_profile"
     RENDERING_ERROR = "rendering_error"
     DISPATCH_ERROR = "dispatch_error"
+    # Its lease ran out more times than TIDINGS_DELIVERY_MAX_LEASE_EXPIRIES: each worker that
+    # took it died (e.g. a template that blows up on this recipient's data), so it is not
+    # handed to another.
+    WORKER_CRASHED = "worker_crashed"
     CAMPAIGN_NOT_LIVE = "campaign_not_live"
 
 

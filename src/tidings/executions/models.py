@@ -69,6 +69,9 @@ messages = sa.Table(
     # A proof (POST /v1/campaigns/{id}/proofs) for a tester: no consent, quiet hours or caps,
     # and kept out of execution counts and reports (0012).
     sa.Column("is_proof", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # Times a worker's lease on it ran out (the worker died holding it): a message that keeps
+    # killing its worker fails as `worker_crashed` (delivery/queue.py, 0018).
+    sa.Column("lease_expiries", sa.Integer(), nullable=False, server_default="0"),
     sa.Index("ix_messages_state_due", "state", "due_at"),
     sa.Index("ix_messages_execution", "execution_id", "id"),
     # Provider callbacks (Twilio's status callback) find their message by the provider's id.
