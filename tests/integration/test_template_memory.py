@@ -24,8 +24,10 @@ from tests.integration.test_executions import live_campaign, recipient
 from tests.support.postgres import PostgresCluster
 from tidings.bootstrap import prepare
 from tidings.config import Settings
+from tidings.content import sandbox as sandbox_module
 from tidings.content.sandbox import TemplateSandbox
 from tidings.delivery import queue
+from tidings.errors import Unavailable
 from tidings.runtime import Runtime
 
 pytestmark = pytest.mark.integration
@@ -157,6 +159,51 @@ def test_a_child_killed_between_checks_is_replaced():
         assert sandbox.starts == 2
     finally:
         sandbox.close()
+
+
+def test_a_checker_that_cannot_start_is_a_503_never_a_verdict_on_the_template(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    sandbox = TemplateSandbox(memory_limit_mb=256, timeout_seconds=5.0)
+    try:
+        # An interpreter that exits at once (a limit it cannot start under, say), then none.
+        for executable in ("/bin/true", "/nonexistent/python"):
+            monkeypatch.setattr(sandbox_module.sys, "executable", executable)
+            for _ in range(2):  # and the failure is not remembered as the template's
+                with pytest.raises(Unavailable):
+                    sandbox.render(1000, 1000, {"a.txt": "hello"}, {}, outputs=False)
+        monkeypatch.undo()
+        assert sandbox.render(1000, 1000, {"a.txt": "hello"}, {}, outputs=False) == {"a.txt": ""}
+    finally:
+        sandbox.close()
+
+
+def test_a_check_waiting_behind_a_slow_one_gets_a_503_in_bounded_time():
+    sandbox = TemplateSandbox(memory_limit_mb=256, timeout_seconds=0.2)
+    sandbox._lock.acquire()  # another request's check holds the child
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            sandbox.render(1000, 1000, {"a.txt": "hi"}, {}, outputs=False)
+        assert time.monotonic() - started < 2
+    finally:
+        sandbox._lock.release()
+        sandbox.close()
+
+
+@pytest.mark.parametrize(
+    ("due", "limit", "claimed"),
+    [
+        ([("a", 0), ("b", 1), ("c", 0)], 5, (["a", "b", "c"], False)),
+        ([("a", 1), ("b", 2), ("c", 3)], 5, (["b"], True)),
+        ([("a", 3), ("b", 0)], 5, (["a"], True)),
+        # With a limit of 1, one expiry already makes a suspect: the next one fails it.
+        ([("a", 0), ("b", 1)], 1, (["b"], True)),
+        ([], 5, ([], False)),
+    ],
+)
+def test_suspects_are_claimed_alone(due, limit, claimed):
+    assert queue.isolate_suspects(due, limit) == claimed
 
 
 def test_a_repeated_check_is_answered_from_the_cache(tenant: Tenant):

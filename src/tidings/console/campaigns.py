@@ -334,7 +334,12 @@ async def save_step(
     try:
         patch = _step_patch(step, campaign, form)
         await run_in_threadpool(
-            campaigns.update, runtime.db, session.workspace_id, campaign_id, patch
+            campaigns.update,
+            runtime.db,
+            session.workspace_id,
+            campaign_id,
+            patch,
+            runtime.templates,
         )
     except (TidingsError, ValidationError) as exc:
         detail, errors = _problems(exc)

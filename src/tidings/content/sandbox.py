@@ -14,6 +14,7 @@ Delivery renders stay in-process for speed; the crash guard in delivery/queue.py
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import pickle
@@ -29,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tidings.content.engine import RenderingError, TemplateEngine, TemplateProblem
+from tidings.errors import Unavailable
 
 TOO_MUCH_MEMORY = TemplateProblem(
     "the template uses too much memory: it builds text too large to render", "TooMuchMemory"
@@ -37,6 +39,9 @@ TOO_SLOW = TemplateProblem("the template takes too long to render", "TooSlow")
 # Problems of size and time on sample data: refused when content is saved, not only at review.
 RESOURCE_KINDS = frozenset({TOO_MUCH_MEMORY.kind, TOO_SLOW.kind, "TooLarge"})
 CACHE_SIZE = 2048
+# How long a check waits for the child while others' checks hold it, in multiples of the
+# check's own time limit: past it, a 503 rather than a request thread held indefinitely.
+WAIT_FOR_CHILD = 2.0
 
 # One answer per template: its output (or "" when outputs were not asked for) or its problem.
 Results = dict[str, "str | TemplateProblem"]
@@ -69,19 +74,24 @@ class TemplateSandbox:
             protocol=pickle.HIGHEST_PROTOCOL,
         )
         key = hashlib.blake2b(payload, digest_size=20).digest()
-        with self._lock:
+        if not self._lock.acquire(timeout=self.timeout_seconds * WAIT_FOR_CHILD):
+            raise Unavailable("template checks are busy: retry in a moment")
+        try:
             if not outputs:
                 cached = self._verdicts.get(key)
                 if cached is not None:
                     self._verdicts.move_to_end(key)
                     return dict(cached)
             results = self._exchange(payload, list(sources))
-            # A timeout may be the machine's load rather than the template's: asked again.
-            if not outputs and TOO_SLOW not in results.values():
+            # A timeout may be the machine's load rather than the template's, and a child's
+            # death something from outside (the OOM killer): neither verdict is kept.
+            if not outputs and not {TOO_SLOW, TOO_MUCH_MEMORY} & set(results.values()):
                 self._verdicts[key] = results
                 while len(self._verdicts) > CACHE_SIZE:
                     self._verdicts.popitem(last=False)
             return dict(results)
+        finally:
+            self._lock.release()
 
     def _exchange(self, payload: bytes, names: list[str]) -> Results:
         connection = self._connect()
@@ -91,7 +101,13 @@ class TemplateSandbox:
             # The child died between requests (killed from outside): a fresh one gets it.
             self._stop()
             connection = self._connect()
-            connection.send_bytes(payload)
+            try:
+                connection.send_bytes(payload)
+            except OSError:
+                self._stop()
+                raise Unavailable(
+                    "template checks are unavailable: the checker did not start"
+                ) from None
         results: Results = {}
         deadline = time.monotonic() + self.timeout_seconds
         # The child names each template before rendering it, so the one it dies on is known.
@@ -110,6 +126,12 @@ class TemplateSandbox:
                 return results
         except (EOFError, OSError):
             self._stop()
+            if current is None:
+                # Dead before naming a template: it could not start (a memory limit below
+                # what an interpreter needs, say), which is no verdict on the content.
+                raise Unavailable(
+                    "template checks are unavailable: the checker exited before rendering"
+                ) from None
             return _finish(results, names, current, TOO_MUCH_MEMORY)
 
     def _connect(self) -> Connection:
@@ -118,7 +140,7 @@ class TemplateSandbox:
         self._stop()
         parent_end, child_end = socket.socketpair()
         try:
-            self._child = subprocess.Popen(
+            child = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -136,8 +158,12 @@ class TemplateSandbox:
                 start_new_session=True,
                 env={**os.environ, "RUST_BACKTRACE": "0"},
             )
+        except OSError as exc:
+            parent_end.close()
+            raise Unavailable(f"template checks are unavailable: {exc.strerror}") from None
         finally:
             child_end.close()
+        self._child = child
         self._connection = Connection(parent_end.detach())
         self.starts += 1
         return self._connection
@@ -223,9 +249,20 @@ def _render_each(
     return results
 
 
-def _serve(fd: int, memory_limit_mb: int) -> None:
+def _cap_memory(memory_limit_mb: int) -> None:
+    """RLIMIT_AS at the limit, or at the hard limit where an operator set a lower one (systemd
+    LimitAS=, ulimit -v); where none can be set, the child runs uncapped rather than refusing
+    every template: a bomb then fails on the machine's memory, still in the child."""
     limit = memory_limit_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _serve(fd: int, memory_limit_mb: int) -> None:
+    _cap_memory(memory_limit_mb)
     connection = Connection(fd)
     engines: dict[tuple[int, int], TemplateEngine] = {}
 

@@ -69,6 +69,9 @@ class ClaimedMessage:
     counted: tuple[CounterKey, ...] = ()
     # A proof for a tester: consent, quiet hours and caps do not apply (suppressions do).
     is_proof: bool = False
+    # Claimed alone as a suspect (isolate_suspects): the worker claims nothing else while it
+    # is on the wire, and claims again as soon as it is done instead of waiting for a poll.
+    claimed_alone: bool = False
 
 
 @dataclass(slots=True)
@@ -125,16 +128,31 @@ CRASHED_ERROR = "the workers that took this message died before recording it"
 SUSPECT_EXPIRIES = 2
 
 
-def isolate_suspects(due: Sequence[Sequence[Any]]) -> list[str]:
-    """The ids to claim of the due (id, lease_expiries) rows: all of them, or only the first
-    message whose lease ran out twice already, alone. If it is what kills its workers, it
-    then kills the next one without taking its batch-mates down again (they would fail as
-    worker_crashed with it). One expiry is common (a deploy, a worker killed by a supervisor)
-    and leaves batches whole."""
+def isolate_suspects(
+    due: Sequence[Sequence[Any]], max_expiries: int = DEFAULT_MAX_LEASE_EXPIRIES
+) -> tuple[list[str], bool]:
+    """The ids to claim of the due (id, lease_expiries) rows, and whether one was taken alone:
+    all of them, or only the first message whose lease ran out twice already (once, where the
+    limit is 1), alone. If it is what kills its workers, it then kills the next one without
+    taking its batch-mates down again (they would fail as worker_crashed with it). One expiry
+    is common (a deploy, a worker killed by a supervisor) and leaves batches whole."""
+    threshold = min(SUSPECT_EXPIRIES, max_expiries)
     for message_id, expiries in due:
-        if expiries >= SUSPECT_EXPIRIES:
-            return [message_id]
-    return [row[0] for row in due]
+        if expiries >= threshold:
+            return [message_id], True
+    return [row[0] for row in due], False
+
+
+def _refs_of(conn: sa.Connection, ids: Sequence[str]) -> dict[str, Sequence[Any]]:
+    """What the events of these messages name (REF_COLUMNS and the execution's kind), by id."""
+    return {
+        row[0]: row[1:]
+        for row in conn.execute(
+            sa.select(*(messages.c[name] for name in REF_COLUMNS), executions.c.kind)
+            .join(executions, executions.c.id == messages.c.execution_id)
+            .where(messages.c.id.in_(ids))
+        )
+    }
 
 
 def recover_expired_leases(
@@ -180,14 +198,7 @@ def recover_expired_leases(
                 )
             )
     if crashed:
-        refs = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                sa.select(*(messages.c[name] for name in REF_COLUMNS), executions.c.kind)
-                .join(executions, executions.c.id == messages.c.execution_id)
-                .where(messages.c.id.in_(crashed))
-            )
-        }
+        refs = _refs_of(conn, crashed)
         failed = [(i, ExclusionReason.WORKER_CRASHED.value, CRASHED_ERROR) for i in crashed]
         announce(conn, outcome_events(Outcomes(failed=failed), refs, now, None))
     return len(expired)
@@ -220,7 +231,7 @@ def claim(
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        ids = isolate_suspects(conn.execute(due).all())
+        ids, alone = isolate_suspects(conn.execute(due).all(), max_lease_expiries)
         if not ids:
             return []
         conn.execute(
@@ -234,6 +245,8 @@ def claim(
             )
         )
         claimed, zones = _load_claimed(conn, ids)
+        for message in claimed:
+            message.claimed_alone = alone
         rules = _load_rules(conn, zones)
         return enforcement.enforce(claimed, rules, counters_for(conn), now, unset_consent)
 
@@ -532,14 +545,7 @@ def record(db: Database, outcomes: Outcomes, now: datetime) -> None:
             counters.remove(key)
         ids = announced_ids(outcomes)
         if ids:
-            refs = {
-                row[0]: row[1:]
-                for row in conn.execute(
-                    sa.select(*(messages.c[name] for name in REF_COLUMNS), executions.c.kind)
-                    .join(executions, executions.c.id == messages.c.execution_id)
-                    .where(messages.c.id.in_(ids))
-                )
-            }
+            refs = _refs_of(conn, ids)
             written = None
             if applied != expected:
                 written = written_ids(

@@ -178,7 +178,9 @@ def claim(
     expired = connection.execute(_EXPIRED, (_SENDING, at)).fetchall()
     if expired:
         _recover(connection, expired, at, now, max_lease_expiries)
-    ids = isolate_suspects(connection.execute(_DUE, (*_CLAIMABLE, at, limit)).fetchall())
+    ids, alone = isolate_suspects(
+        connection.execute(_DUE, (*_CLAIMABLE, at, limit)).fetchall(), max_lease_expiries
+    )
     if not ids:
         return []
     marks = _marks(len(ids))
@@ -196,6 +198,8 @@ def claim(
         ids,
     ).fetchall()
     claimed, zones = _assemble(connection, convert, rows)
+    for message in claimed:
+        message.claimed_alone = alone
     rules = _rules(connection, convert, zones)
     counters = SqliteCounters(connection, convert["time"])
     return enforcement.enforce(claimed, rules, counters, now, unset_consent)

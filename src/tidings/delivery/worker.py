@@ -164,10 +164,17 @@ class Worker:
         # The fan-out runs beside the claims, not before each of them: in the loop's way, a
         # 1,000,000-member execution held delivery to one claim per ten pages queued.
         fan_out: asyncio.Task[int] | None = None
+        # A message claimed alone as a suspect (queue.isolate_suspects): nothing else is claimed
+        # until it is done, so that if it kills this worker it takes no other message along;
+        # once it is done, the next claim need not wait for a poll.
+        suspect: asyncio.Task[None] | None = None
 
         def finished(task: asyncio.Task[None]) -> None:
-            nonlocal held
+            nonlocal held, due, suspect
             held -= in_flight.pop(task)
+            if task is suspect:
+                suspect = None
+                due = True
             wake.set()
 
         def fanned_out(task: asyncio.Task[int]) -> None:
@@ -205,7 +212,7 @@ class Worker:
                     fan_out = asyncio.create_task(self._fan_out_logged())
                     fan_out.add_done_callback(fanned_out)
                 room = capacity - held
-                if due and room > 0 and (held == 0 or room >= chunk):
+                if due and suspect is None and room > 0 and (held == 0 or room >= chunk):
                     due = False
                     limit = min(room, chunk)
                     claimed = []
@@ -221,7 +228,9 @@ class Worker:
                         task = asyncio.create_task(self._deliver(claimed))
                         in_flight[task] = len(claimed)
                         task.add_done_callback(finished)
-                        if len(claimed) == limit:
+                        if claimed[0].claimed_alone:
+                            suspect = task
+                        elif len(claimed) == limit:
                             due = True
                             continue
                 await wake.wait()
