@@ -15,7 +15,6 @@ from tests.conftest import Tenant
 from tests.integration.helpers import create_configuration
 from tests.integration.test_console_auth import PASSWORD, browser, sign_in
 from tests.integration.test_delivery import RecordingAdapter, deliverer_for, drain
-from tests.integration.test_template_memory import DOUBLING
 from tidings.clock import utcnow
 from tidings.users import service as users
 from tidings.users.schemas import Role
@@ -140,22 +139,6 @@ def test_a_step_with_invalid_input_is_shown_again_with_the_field_named(
     blocked = client.post(f"/campaigns/{campaign_id}/activate", data={"csrf_token": token})
     assert blocked.status_code == 422
     assert "review error" in blocked.text and "content" in blocked.text
-
-
-def test_the_content_step_refuses_a_memory_bomb_as_the_api_does(
-    tenant: Tenant, editor: tuple[TestClient, str]
-):
-    client, token = editor
-    configuration = create_configuration(tenant.client, category="transactional")
-    campaign_id = _new(client, token)
-    _step(
-        client, token, campaign_id, 2, channel="email", channel_configuration_id=configuration["id"]
-    )
-    refused = _step(client, token, campaign_id, 3, subject="Hi", html=DOUBLING, text="")
-    assert refused.status_code == 422, refused.status_code
-    assert "too much" in refused.text and "content.html" in refused.text
-    stored = tenant.client.get(f"/v1/campaigns/{campaign_id}").json()
-    assert (stored.get("content") or {}).get("html") != DOUBLING
 
 
 def test_preview_shows_template_errors_with_line_and_column_and_the_variables(

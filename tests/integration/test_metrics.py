@@ -151,6 +151,18 @@ def test_only_committed_events_count_and_proofs_never(runtime: Runtime):
     assert value(samples, "tidings_messages_sent_total", channel="sms") == 1
 
 
+def test_a_connection_lost_mid_transaction_keeps_its_own_error(runtime: Runtime):
+    # The database restarting under a transaction invalidates its connection; the metrics'
+    # rollback hook must not replace that error (a 503) with its own (a 500).
+    bind(runtime.db, Metrics())
+    with pytest.raises(RuntimeError, match="connection lost"), runtime.db.write() as conn:
+        announce(conn, [_event(EventKind.SENT)])
+        conn.invalidate()
+        raise RuntimeError("connection lost")
+    with runtime.db.write() as conn:  # the pool gives a working connection again
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+
+
 def test_events_on_the_sqlite_fast_path_count_after_their_commit(tmp_path: Path):
     db = Database(f"sqlite:///{tmp_path}/fast.db")
     migrate.upgrade(db)

@@ -76,16 +76,19 @@ def sandbox_of(tenant: Tenant) -> TemplateSandbox:
 
 
 @pytest.mark.parametrize("source", BOMBS.values(), ids=BOMBS.keys())
-def test_a_template_bomb_is_refused_at_create_and_the_api_process_is_unharmed(
+def test_a_template_bomb_ends_out_of_fuel_and_the_api_process_is_unharmed(
     tenant: Tenant, source: str
 ):
     before = peak_rss_kb()
     started = time.perf_counter()
     response = tenant.client.post("/v1/campaigns", json=email_body(f"<p>{source}</p>"))
     elapsed = time.perf_counter() - started
-    assert response.status_code == 422, response.text
-    assert problem_fields(response) == ["content.html"]
-    assert "too" in response.json()["errors"][0]["message"]
+    # minijinja 3.1 charges fuel by the size of the text built: the bomb ends out of fuel, so
+    # the draft is kept and review blocks it (a bomb escaping the fuel is refused here: 422).
+    assert response.status_code == 201, response.text
+    review = tenant.client.get(f"/v1/campaigns/{response.json()['id']}/review").json()
+    [error] = [e for e in review["errors"] if e["field"] == "content.html"]
+    assert "too much work" in error["message"]
     assert elapsed < REFUSED_WITHIN, f"{elapsed:.2f}s"
     assert peak_rss_kb() - before < RSS_SLACK_KB
     # The sandbox is back for the next check, and a normal template passes it.
@@ -93,16 +96,15 @@ def test_a_template_bomb_is_refused_at_create_and_the_api_process_is_unharmed(
     assert fine.status_code == 201, fine.text
 
 
-def test_a_template_bomb_is_refused_at_update_naming_its_field(tenant: Tenant):
+def test_a_template_bomb_saved_by_an_update_is_blocked_by_review(tenant: Tenant):
     created = tenant.client.post("/v1/campaigns", json=email_body("<p>ok</p>"))
     assert created.status_code == 201, created.text
     response = tenant.client.patch(
         f"/v1/campaigns/{created.json()['id']}", json={"content": {"subject": DOUBLING}}
     )
-    assert response.status_code == 422, response.text
-    assert problem_fields(response) == ["content.subject"]
-    stored = tenant.client.get(f"/v1/campaigns/{created.json()['id']}").json()
-    assert stored["content"]["subject"] == "Hi"
+    assert response.status_code == 200, response.text
+    review = tenant.client.get(f"/v1/campaigns/{created.json()['id']}/review").json()
+    assert any(e["field"] == "content.subject" for e in review["errors"]), review
 
 
 def test_a_bomb_that_needs_the_previews_data_is_refused_by_the_preview(tenant: Tenant):

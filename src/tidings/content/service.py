@@ -158,9 +158,9 @@ def check_content(
 
 
 def refuse_resource_bombs(engine: TemplateEngine, content: Content) -> None:
-    """Refuses content whose templates exhaust their fuel, or the sandbox's memory or time, on
-    sample data. minijinja (3.1 on) charges fuel for the size of the text an operation builds,
-    so most memory bombs end out of fuel; the sandbox catches what still escapes it.
+    """Refuses content whose templates exhaust the sandbox's memory or time on sample data.
+    minijinja (3.1 on) charges fuel for the size of the text an operation builds, so most
+    memory bombs end out of fuel instead, harmlessly: the draft saves and review blocks it.
 
     Saving a draft accepts templates that review will reject (syntax, unknown names), but a
     template that blows up is refused at once, naming its field. The verdict is cached, so the
@@ -177,8 +177,7 @@ def refuse_resource_bombs(engine: TemplateEngine, content: Content) -> None:
     errors = [
         FieldError(content_field(name), problem.message)
         for name, problem in results.items()
-        if not isinstance(problem, str)
-        and (problem.kind in RESOURCE_KINDS or problem.is_out_of_fuel)
+        if not isinstance(problem, str) and problem.kind in RESOURCE_KINDS
     ]
     if errors:
         raise InvalidInput(f"{errors[0].field}: {errors[0].message}", errors=errors)

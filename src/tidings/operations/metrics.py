@@ -21,6 +21,7 @@ per QUEUE_SAMPLE_SECONDS.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import importlib
 import logging
 import sqlite3
@@ -323,7 +324,11 @@ def _on_commit(conn: sa.Connection) -> None:
 
 
 def _on_rollback(conn: sa.Connection) -> None:
-    conn.info.pop(_PENDING, None)
+    # A connection lost mid-transaction (the database restarted) is invalidated, and reading
+    # its info raises: its tally goes with it, as the pool clears a reconnected entry's info.
+    # Raising here would hide the lost connection's error (a 503) behind a 500.
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        conn.info.pop(_PENDING, None)
 
 
 def _view_tally(conn: sa.Connection) -> Tally:
