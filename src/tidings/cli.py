@@ -35,6 +35,7 @@ from tidings.errors import TidingsError
 from tidings.executions import service as executions
 from tidings.executions.schemas import ExecutionCreate, Recipient, RecipientIdentity
 from tidings.feedback.mailbox import bounce_mailbox
+from tidings.operations.garbage import tune_for_service
 from tidings.operations.logging import LogFormat, configure_logging
 from tidings.operations.metrics import Metrics, bind, serve_metrics
 from tidings.profiles.commands import app as profiles_app
@@ -118,9 +119,11 @@ def _serve(with_worker: bool) -> None:
     runtime = _runtime("json")
     report = prepare(runtime, run_migrations=runtime.settings.auto_migrate)
     _banner(runtime, report, worker=with_worker)
+    application = create_app(runtime, with_worker=with_worker)
+    tune_for_service()
     try:
         uvicorn.run(
-            create_app(runtime, with_worker=with_worker),
+            application,
             host=runtime.settings.host,
             port=runtime.settings.port,
             log_level=runtime.settings.log_level.lower(),
@@ -182,7 +185,9 @@ def worker() -> None:
         serve_metrics(metrics, runtime.settings.host, port)
         console.print(f"metrics on http://{runtime.settings.host}:{port}/metrics")
     console.print("worker running; Ctrl-C to stop")
-    Worker(runtime).run_blocking()
+    worker = Worker(runtime)
+    tune_for_service()
+    worker.run_blocking()
 
 
 @bounces_app.command("serve")

@@ -17,6 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from tidings.db.types import bind_processor
+
 _Processor = Callable[[Any], Any] | None
 
 
@@ -63,7 +65,5 @@ def _statement(
 ) -> tuple[str, tuple[_Processor, ...]]:
     names = ", ".join(columns)
     marks = ", ".join("?" for _ in columns)
-    processors = tuple(
-        table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
-    )
+    processors = tuple(bind_processor(table.c[column].type, dialect) for column in columns)
     return f"INSERT INTO {table.name} ({names}) VALUES ({marks})", processors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,35 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """What UTCDateTime stores on SQLite for `value`: the text of SQLAlchemy's SQLite DATETIME
+    (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC), at a third of the cost of the type's own chain of
+    processors, which the bulk paths ran several times per message."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored: give a timezone")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat pads the year to four digits and, with "microseconds", always writes them, as
+    # the dialect's format does; the "+00:00" it appends goes.
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def bind_processor(
+    column_type: sa.types.TypeEngine[Any], dialect: Dialect
+) -> Callable[[Any], Any] | None:
+    """How a value bound to a column of this type is converted for the driver, for statements
+    written for sqlite3 directly: the type's own bind processor (None when it converts
+    nothing), but for UTCDateTime on SQLite the same text by a shortcut."""
+    if dialect.name == "sqlite" and isinstance(column_type, UTCDateTime):
+        return sqlite_utc_text
+    processor: Callable[[Any], Any] | None = column_type.dialect_impl(dialect).bind_processor(
+        dialect
+    )
+    return processor
 
 
 def json_type() -> sa.types.TypeEngine[Any]:

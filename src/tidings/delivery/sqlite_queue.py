@@ -22,6 +22,7 @@ from sqlalchemy.engine import Dialect
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels import service as channels
 from tidings.channels.models import channel_configurations
+from tidings.db.types import bind_processor
 from tidings.delivery.queue import (
     CAMPAIGN_COLUMNS,
     CRASHED_ERROR,
@@ -121,7 +122,7 @@ def _converters(dialect: Dialect) -> dict[str, _Convert]:
     def per_message(column: Any) -> _Convert:
         return _json_value if plain else result(column)
 
-    bind = messages.c.due_at.type.dialect_impl(dialect).bind_processor(dialect)
+    bind = bind_processor(messages.c.due_at.type, dialect)
     return {
         "context": per_message(messages.c.context),
         "profile_data": per_message(messages.c.profile_data),

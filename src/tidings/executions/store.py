@@ -24,6 +24,7 @@ from tidings.audiences.models import audiences
 from tidings.campaigns.models import campaign_versions, campaigns
 from tidings.channels.models import channel_configurations
 from tidings.db.bulk import bulk_insert, sqlite_insert
+from tidings.db.types import bind_processor
 from tidings.events import MessageEvent, announce, announce_on_sqlite
 from tidings.executions.models import idempotency_keys
 from tidings.profiles.models import profile_identities, profile_push_tokens
@@ -195,7 +196,7 @@ def _converters(dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
         processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
         return processor if processor is not None else (lambda value: value)
 
-    bind = idempotency_keys.c.expires_at.type.dialect_impl(dialect).bind_processor(dialect)
+    bind = bind_processor(idempotency_keys.c.expires_at.type, dialect)
     return {
         "audience": result(campaign_versions.c.audience),
         "start_at": result(campaign_versions.c.start_at),

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tidings.db.bulk import sqlite_insert
+from tidings.db.types import bind_processor
 from tidings.events import EventKind, MessageEvent
 from tidings.executions.models import executions
 from tidings.reports.models import DETAIL_CHARS, report_counters, report_links
@@ -210,7 +211,7 @@ _SQLITE_UPSERT = (
 def _sqlite_time() -> Callable[[datetime], Any]:
     """The bucket's text as SQLAlchemy's SQLite dialect stores it (what `add` writes)."""
     dialect = sqlite.dialect()
-    processor = report_counters.c.bucket_start.type.dialect_impl(dialect).bind_processor(dialect)
+    processor = bind_processor(report_counters.c.bucket_start.type, dialect)
     assert processor is not None
     return processor
 

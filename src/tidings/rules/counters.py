@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from tidings.db.types import bind_processor
 from tidings.rules.models import frequency_counters
 
 
@@ -278,9 +279,7 @@ def counters_for(conn: sa.Connection) -> Counters:
     if conn.dialect.name == "sqlite":
         driver = conn.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
-        bind = frequency_counters.c.period_start.type.dialect_impl(conn.dialect).bind_processor(
-            conn.dialect
-        )
+        bind = bind_processor(frequency_counters.c.period_start.type, conn.dialect)
         return SqliteCounters(driver, bind if bind is not None else (lambda value: value))
     return SqlCounters(conn)
 
