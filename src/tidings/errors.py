@@ -47,6 +47,9 @@ class TidingsError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors: list[FieldError] = errors or []
+        # RFC 9457 extension members of the answer, added where more is known than where the
+        # error was raised (the import job a failed import was).
+        self.extensions: dict[str, str] = {}
 
 
 class InvalidInput(TidingsError):

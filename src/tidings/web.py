@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +37,10 @@ class FieldProblem(BaseModel):
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details, with `errors` naming each offending field."""
+    """RFC 9457 problem details, with `errors` naming each offending field; some answers add
+    extension members (a failed profile import: `import_id`)."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = "about:blank"
     title: str
@@ -60,8 +63,11 @@ def problem_response(
     errors: Sequence[FieldError] = (),
     instance: str | None = None,
     headers: dict[str, str] | None = None,
+    extensions: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    # Extension members first: none may replace a member the RFC defines.
+    body: dict[str, Any] = dict(extensions or {})
+    body.update({"type": "about:blank", "title": title, "status": status})
     if detail:
         body["detail"] = detail
     if instance:
@@ -182,7 +188,7 @@ async def tidings_error(request: Request, exc: TidingsError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) else None
     headers = retry_headers(exc) or headers
     return problem_response(
-        exc.status, exc.title, exc.detail, exc.errors, request.url.path, headers
+        exc.status, exc.title, exc.detail, exc.errors, request.url.path, headers, exc.extensions
     )
 
 

@@ -189,9 +189,15 @@ def test_a_failed_api_import_records_its_error(tenant: Tenant):
         headers={"Content-Type": CSV},
     )
     assert response.status_code == 422
-    [job] = tenant.client.get("/v1/profile-imports", params={"limit": 1}).json()["items"]
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 422 and problem["errors"][0]["field"] == "header"
+    # The answer names its job, whose record keeps the error.
+    job = tenant.client.get(f"/v1/profile-imports/{problem['import_id']}").json()
     assert job["state"] == "failed" and "header" in job["error"]
     assert job["errors"][0]["field"] == "header"
+    [listed] = tenant.client.get("/v1/profile-imports", params={"limit": 1}).json()["items"]
+    assert listed["id"] == problem["import_id"]
 
 
 def test_imports_of_one_workspace_are_invisible_to_another(

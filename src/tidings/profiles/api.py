@@ -155,6 +155,9 @@ def _run_job(
     except Exception as exc:  # a bad header, the client gone, the database failing
         # Recorded if the database lets it (else the job reads interrupted once stale); the
         # error itself answers the request.
+        if isinstance(exc, TidingsError):
+            # The answer names the job, whose record keeps the error and the bytes read.
+            exc.extensions["import_id"] = job_id
         with contextlib.suppress(Exception):
             if isinstance(exc, TidingsError):
                 import_jobs.fail(runtime.db, job_id, exc.detail, exc.errors, tracker.bytes_read)
