@@ -199,6 +199,23 @@ def test_an_import_records_changed_rows_only_with_one_insert_per_batch(tenant: T
     assert changes(history(tenant, people[1]))[1:] == [("sms", "unset", "out", "import")]
 
 
+def test_an_import_jobs_changes_name_the_job(tenant: Tenant):
+    person = address()
+    response = tenant.client.post(
+        "/v1/profiles/imports",
+        content=f"email,consent:email\n{person},in\n".encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 200, response.text
+    job_id = response.json()["import_id"]
+    [change] = history(tenant, person)
+    assert (change["source"], change["detail"]) == ("import", f"import:{job_id}")
+    # An import run without a job (a library call) writes no detail.
+    other = address()
+    run_import(tenant, f"email,consent:email\n{other},in\n", batch_rows=10)
+    assert [item["detail"] for item in history(tenant, other)] == [None]
+
+
 # ---------------------------------------------------------------- unsubscribe, feedback, SMS
 
 

@@ -431,6 +431,7 @@ def run_import(db: Database, job_id: str, workspace_id: str, fmt: ImportFormat, 
                 tracker.chunks(iter(lambda: source.read(COPY_CHUNK), b"")),
                 fmt,
                 on_commit=tracker.on_commit,
+                job_id=job_id,
             )
         import_jobs.succeed(db, job_id, report, tracker.bytes_read)
     except TidingsError as exc:

@@ -151,6 +151,7 @@ def _run_job(
             tracker.chunks(chunks),
             fmt,
             on_commit=tracker.on_commit,
+            job_id=job_id,
         )
     except Exception as exc:  # a bad header, the client gone, the database failing
         # Recorded if the database lets it (else the job reads interrupted once stale); the

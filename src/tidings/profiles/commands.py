@@ -152,6 +152,7 @@ def import_command(
                     fmt,
                     on_batch=on_batch,
                     on_commit=tracker.on_commit,
+                    job_id=job_id,
                 )
             import_jobs.succeed(runtime.db, job_id, report, tracker.bytes_read)
         except TidingsError as exc:

@@ -584,6 +584,7 @@ def _apply(
     rows: list[Row],
     now: datetime,
     known_paths: set[str],
+    consent_detail: str | None = None,
 ) -> _Outcome:
     """Upserts the rows of a batch in one transaction: identities and profiles read with one
     query per namespace and chunk, the rows applied in memory in file order (a later row sees
@@ -633,7 +634,13 @@ def _apply(
         states[profile_id] = values
         if row.body.consent:
             consent_changes += consent_history.changes(
-                workspace_id, profile_id, current["consent"], values["consent"], SOURCE, now
+                workspace_id,
+                profile_id,
+                current["consent"],
+                values["consent"],
+                SOURCE,
+                now,
+                consent_detail,
             )
         paths = row.paths
         if paths is None:
@@ -672,6 +679,7 @@ def _commit(
     rows: list[Row],
     known_paths: set[str],
     on_commit: CommitHook | None = None,
+    consent_detail: str | None = None,
 ) -> _Outcome:
     """One transaction for the batch. A batch that a concurrent writer beat to an identity is
     read again and retried once; if it still fails, or the database refuses a value, its rows
@@ -680,7 +688,7 @@ def _commit(
     for attempt in range(2):
         try:
             with db.write() as conn:
-                outcome = _apply(conn, workspace_id, rows, utcnow(), known_paths)
+                outcome = _apply(conn, workspace_id, rows, utcnow(), known_paths, consent_detail)
                 if on_commit is not None:
                     on_commit(conn, outcome)
                 return outcome
@@ -698,7 +706,7 @@ def _commit(
         hook: CommitHook | None = None
         if on_commit is not None:
             hook = _after(on_commit, outcome.plus(_Outcome()))
-        outcome.add(_commit(db, workspace_id, [row], known_paths, hook))
+        outcome.add(_commit(db, workspace_id, [row], known_paths, hook, consent_detail))
     return outcome
 
 
@@ -720,6 +728,7 @@ def import_profiles(
     max_row_bytes: int = MAX_ROW_BYTES,
     on_batch: Callable[[ImportReport], None] | None = None,
     on_commit: Callable[[sa.Connection, ImportReport], None] | None = None,
+    job_id: str | None = None,
 ) -> ImportReport:
     """Imports profiles from `chunks` (the file's bytes or text in pieces of any size) into the
     workspace, upserting by identity with PATCH's merge semantics (attributes merged key by
@@ -729,7 +738,8 @@ def import_profiles(
     InvalidInput; the body's source failing) leaves the batches before it imported, and
     importing the same file again is harmless. `on_batch` sees the report after each batch;
     `on_commit`, inside the transaction of each batch, the report as it is once the batch
-    commits (to record progress that is exactly what was committed).
+    commits (to record progress that is exactly what was committed). `job_id`, the import job
+    this is, goes into the detail of the consent history rows it writes.
     """
     report = ImportReport()
     framer = Framer(max_row_bytes, csv_quotes=fmt is ImportFormat.CSV)
@@ -742,9 +752,10 @@ def import_profiles(
         on_commit(conn, report.after(outcome, framer.lines))
 
     hook = in_transaction if on_commit is not None else None
+    consent_detail = f"import:{job_id}" if job_id is not None else None
 
     def flush() -> None:
-        outcome = _commit(db, workspace_id, batch, known_paths, hook)
+        outcome = _commit(db, workspace_id, batch, known_paths, hook, consent_detail)
         batch.clear()
         report.created += outcome.created
         report.updated += outcome.updated
