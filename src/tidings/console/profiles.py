@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
 import threading
 from datetime import timedelta
@@ -46,6 +47,9 @@ LISTED = 50
 RECENT_MESSAGES = 20
 # Identities a picker suggests at once.
 SUGGESTED = 20
+# Matches of a search read from the identity index before the search walks the newest
+# profiles instead (console.profiles.search).
+SEARCH_PROBE = 1000
 # Imports the profiles page lists (the imports page lists import_jobs.LISTED).
 LISTED_IMPORTS = 5
 # Consent changes on the profile page, the newest; the API pages through all of them.
@@ -95,39 +99,103 @@ def search(
     namespace; an address or a phone number normalised first)."""
     columns = (profile_rows.c.id, profile_rows.c.created_at, profile_rows.c.updated_at)
     statement = sa.select(*columns).where(profile_rows.c.workspace_id == workspace_id)
-    query = query.strip()
-    if query:
-        matches = [profile_identities.c.value.startswith(query, autoescape=True)]
-        if query != query.lower():
-            # The start of an address typed in capitals: stored addresses are lowercase.
-            matches.append(
-                sa.and_(
-                    profile_identities.c.namespace == EMAIL_NAMESPACE,
-                    profile_identities.c.value.startswith(query.lower(), autoescape=True),
-                )
-            )
-        named = _identity_of(query)
-        if named is not None:
-            namespace, value = named
-            try:
-                value = profiles.normalize_identity(namespace, value)
-            except InvalidInput:
-                # The start of an address: stored addresses are lowercase.
-                value = value.lower() if namespace == EMAIL_NAMESPACE else value
-            matches.append(
-                sa.and_(
-                    profile_identities.c.namespace == namespace,
-                    profile_identities.c.value.startswith(value, autoescape=True),
-                )
-            )
-        owners = sa.select(profile_identities.c.profile_id).where(
-            profile_identities.c.workspace_id == workspace_id, sa.or_(*matches)
-        )
-        statement = statement.where(profile_rows.c.id.in_(owners))
-    statement = statement.order_by(profile_rows.c.id.desc()).limit(limit)
+    starts = _identity_starts(query)
+    dialect = db.engine.dialect.name
     with db.read() as conn:
+        if starts:
+            # A text few identities start with: those, read from the identity index. One that
+            # many start with (a first letter): the newest profiles, each checked, until the
+            # page is full; matches are then dense enough for that walk to end soon.
+            owners: set[str] = set()
+            for start in starts:
+                probe = first_identities(workspace_id, start, dialect, SEARCH_PROBE)
+                found = [row[1] for row in conn.execute(probe)]
+                if len(found) == SEARCH_PROBE:
+                    break
+                owners.update(found)
+            else:
+                statement = statement.where(profile_rows.c.id.in_(sorted(owners)))
+                starts = []
+            if starts:
+                statement = statement.where(
+                    sa.exists().where(
+                        profile_identities.c.profile_id == profile_rows.c.id,
+                        sa.or_(*(_starting_with(start, dialect) for start in starts)),
+                    )
+                )
+        statement = statement.order_by(profile_rows.c.id.desc()).limit(limit)
         rows = [dict(row) for row in conn.execute(statement).mappings()]
         return _with_identities(conn, rows)
+
+
+def _identity_starts(query: str) -> list[tuple[str | None, str]]:
+    """What an identity must start with to match a search, as (namespace or None for any,
+    start): the text as typed, in any namespace; an address typed in capitals, lowercase
+    (stored addresses are); and the identity the text names, normalised."""
+    query = query.strip()
+    if not query:
+        return []
+    starts: list[tuple[str | None, str]] = [(None, query)]
+    if query != query.lower():
+        starts.append((EMAIL_NAMESPACE, query.lower()))
+    named = _identity_of(query)
+    if named is not None:
+        namespace, value = named
+        try:
+            value = profiles.normalize_identity(namespace, value)
+        except InvalidInput:
+            # The start of an address: stored addresses are lowercase.
+            value = value.lower() if namespace == EMAIL_NAMESPACE else value
+        starts.append((namespace, value))
+    return list(dict.fromkeys(starts))
+
+
+def _starting_with(start: tuple[str | None, str], dialect: str) -> sa.ColumnElement[bool]:
+    """Identities starting with a text, in a form ix_profile_identities_workspace_value finds
+    by a range: on PostgreSQL a LIKE prefix (the index's pattern operator class); on SQLite,
+    whose LIKE ignores ASCII case and so cannot use an index, the range itself in the index's
+    binary order."""
+    namespace, text = start
+    value = profile_identities.c.value
+    condition: sa.ColumnElement[bool]
+    if dialect != "sqlite":
+        condition = value.startswith(text, autoescape=True)
+    else:
+        following = _following(text)
+        condition = (
+            value >= text if following is None else sa.and_(value >= text, value < following)
+        )
+    if namespace is not None:
+        condition = sa.and_(profile_identities.c.namespace == namespace, condition)
+    return condition
+
+
+def first_identities(
+    workspace_id: str, start: tuple[str | None, str], dialect: str, limit: int
+) -> sa.Select[str, str]:
+    """(value, profile id) of the first identities starting with a text, in binary order: on
+    SQLite its own order, on PostgreSQL the pattern operator class's, so that on both the
+    index gives the order and the scan stops at the limit."""
+    value = profile_identities.c.value
+    order = value if dialect == "sqlite" else sa.text("value USING ~<~")
+    return (
+        sa.select(value, profile_identities.c.profile_id)
+        .where(profile_identities.c.workspace_id == workspace_id, _starting_with(start, dialect))
+        .order_by(order)
+        .limit(limit)
+    )
+
+
+def _following(prefix: str) -> str | None:
+    """The least text above every text that starts with `prefix`, in code point order (which
+    is SQLite's binary order of UTF-8); None when no text is (no upper bound)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last <= sys.maxunicode:
+            # Surrogates are not text UTF-8 can hold: the next code point that is.
+            return prefix[:-1] + chr(0xE000 if 0xD800 <= last <= 0xDFFF else last)
+        prefix = prefix[:-1]
+    return None
 
 
 def typed_identity(namespace: str, value: str) -> str:
@@ -141,19 +209,37 @@ def typed_identity(namespace: str, value: str) -> str:
 def suggestions(
     db: Database, workspace_id: str, query: str, limit: int = SUGGESTED
 ) -> list[dict[str, str]]:
-    """Identities of the newest profiles, or of those with an identity starting with `query`:
-    what a picker offers (every identity of a profile found, so one found by its CRM id
-    offers its address too)."""
-    found = search(db, workspace_id, query, limit)
+    """Identities of the newest profiles, or, in alphabetical order, identities starting with
+    `query`, each with the other identities of its profile (one found by its CRM id offers its
+    address too): what a picker offers as one types.
+
+    Unlike `search`, a match is found in the order of the identity index and the reading
+    stops at `limit`: a first letter typed in a workspace of a million profiles reads twenty
+    index entries, not the tens of thousands that start with it.
+    """
+    starts = _identity_starts(query)
+    if not starts:
+        profiles_found = search(db, workspace_id, "", limit)
+    else:
+        dialect = db.engine.dialect.name
+        found: list[tuple[str, str]] = []
+        with db.read() as conn:
+            for start in starts:
+                statement = first_identities(workspace_id, start, dialect, limit)
+                found += [(row[0], row[1]) for row in conn.execute(statement)]
+            # Code point order: UTF-8's byte order, the queries' own.
+            found.sort()
+            profile_ids = list(dict.fromkeys(profile_id for _, profile_id in found))[:limit]
+            profiles_found = _with_identities(conn, [{"id": pid} for pid in profile_ids])
     items = [
         {
             "namespace": namespace,
-            "id": value,
-            "value": typed_identity(namespace, value),
-            "label": f"{namespace}: {value}",
+            "id": identity,
+            "value": typed_identity(namespace, identity),
+            "label": f"{namespace}: {identity}",
         }
-        for profile in found
-        for namespace, value in profile["identities"]
+        for profile in profiles_found
+        for namespace, identity in profile["identities"]
     ]
     return items[:limit]
 

@@ -32,6 +32,15 @@ profile_identities = sa.Table(
     id_column(
         "profile_id", sa.ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False, index=True
     ),
+    # The console's search by the start of any identity (`ada` finds ada@example.com): a range
+    # of this index, in any namespace. On PostgreSQL the pattern operator class lets LIKE
+    # 'ada%' use it whatever the database's collation (the key's own index compares by it).
+    sa.Index(
+        "ix_profile_identities_workspace_value",
+        "workspace_id",
+        "value",
+        postgresql_ops={"value": "text_pattern_ops"},
+    ),
 )
 
 # Every dotted attribute path any profile of the workspace has had: review warns about content
