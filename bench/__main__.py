@@ -11,6 +11,7 @@ from bench import (
     api,
     audience,
     channels,
+    console_search,
     delivery,
     rendering,
     reports,
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
     channels.NAME: channels.run,
     reports.NAME: reports.run,
     scale_out.NAME: scale_out.run,
+    console_search.NAME: console_search.run,
 }
 
 
