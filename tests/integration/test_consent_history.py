@@ -328,6 +328,8 @@ def test_a_merge_brings_the_history_along_and_records_what_it_changed(tenant: Te
         ("sms", "unset", "in", "merge"),
     ]
     assert {item["detail"] for item in items[:2]} == {f"profile:{bob_id}"}
+    # Bob's own changes say where they were recorded; the merge's and Ada's are Ada's.
+    assert [item["merged_from"] for item in reversed(items)] == [None, bob_id, bob_id, None, None]
     assert rows_of(tenant, [bob_id]) == 0
     assert merged["consent"]["email"]["status"] == "out"
 
@@ -336,6 +338,50 @@ def test_a_merge_brings_the_history_along_and_records_what_it_changed(tenant: Te
     put(tenant, carol, "PUT", consent={"email": "out"})
     merge(tenant, ada, carol)
     assert len(history(tenant, ada)) == len(items) + 1  # carol's own change came along
+
+
+def test_after_a_chain_of_merges_each_change_names_the_profile_it_was_recorded_on(
+    tenant: Tenant,
+):
+    ada, bob, carol = address(), address(), address()
+    ada_id = put(tenant, ada, "PUT", consent={"email": "in"})["id"]
+    bob_id = put(tenant, bob, "PUT", consent={"sms": "in"})["id"]
+    carol_id = put(tenant, carol, "PUT", consent={"push": "out"})["id"]
+    merge(tenant, bob, carol)  # carol's change moves to bob...
+    merge(tenant, ada, bob)  # ...then with bob's to ada: it still names carol
+
+    recorded_on = [
+        (item["channel"], item["source"], item["merged_from"], item["detail"])
+        for item in reversed(history(tenant, ada))
+    ]
+    key = recorded_on[0][3]  # the admin key's id
+    assert key is not None and key.startswith("api_key:")
+    assert recorded_on == [
+        ("email", "api", None, key),
+        ("sms", "api", bob_id, key),
+        ("push", "api", carol_id, key),
+        # The first merge's entry was recorded on bob; the second's on ada itself.
+        ("push", "merge", bob_id, f"profile:{carol_id}"),
+        ("sms", "merge", None, f"profile:{bob_id}"),
+        ("push", "merge", None, f"profile:{bob_id}"),
+    ]
+    with tenant.runtime.db.read() as conn:
+        holders = conn.execute(
+            sa.select(consent_events.c.profile_id).where(
+                consent_events.c.workspace_id == tenant.workspace_id,
+                consent_events.c.merged_from.is_not(None),
+            )
+        ).scalars()
+        assert set(holders) == {ada_id}
+
+    client = browser(tenant)
+    sign_in(client, create_members(tenant).viewer)
+    page = client.get("/profiles/show", params={"namespace": "email", "id": ada})
+    assert page.status_code == 200
+    shown = text(page.text.split('id="consent-history-title"', 1)[1])
+    assert "push unset → out api api_key:" in shown
+    assert f"recorded on merged profile {carol_id}" in shown
+    assert shown.count("recorded on merged profile") == 3
 
 
 def test_an_erasure_deletes_the_history_of_the_person_only(tenant: Tenant):

@@ -73,6 +73,7 @@ def changes(
                     "source": source,
                     "occurred_at": now,
                     "detail": detail,
+                    "merged_from": None,
                 }
             )
     if rows and (len(source) > 64 or (detail and len(detail) > 400)):
@@ -92,14 +93,18 @@ def record(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def move(conn: sa.Connection, workspace_id: str, from_id: str, into_id: str) -> None:
-    """Hands the history of a profile merged away to the profile it was merged into."""
+    """Hands the history of a profile merged away to the profile it was merged into, each
+    entry marked with the profile it was recorded on (kept from an earlier merge, if any)."""
     conn.execute(
         consent_events.update()
         .where(
             consent_events.c.workspace_id == workspace_id,
             consent_events.c.profile_id == from_id,
         )
-        .values(profile_id=into_id)
+        .values(
+            profile_id=into_id,
+            merged_from=sa.func.coalesce(consent_events.c.merged_from, from_id),
+        )
     )
 
 

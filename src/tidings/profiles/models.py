@@ -111,6 +111,10 @@ consent_events = sa.Table(
     # What made the change: the message of an unsubscribe or complaint, the API key, the
     # console user, the profile merged in.
     sa.Column("detail", sa.String(400), nullable=True),
+    # The profile the change was recorded on, when a merge brought it here: after merges in a
+    # chain, the first one, where it happened. Without it the surviving profile's trail would
+    # claim changes made to another person's record.
+    id_column("merged_from", nullable=True),
     sa.Index("ix_consent_events_profile", "workspace_id", "profile_id", "id"),
 )
 

@@ -129,6 +129,11 @@ class ConsentEventOut(BaseModel):
         "user:<console email>, profile:<id merged in>, twilio:<inbound message sid>",
         examples=["message:0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"],
     )
+    merged_from: str | None = Field(
+        description="The id of the profile this change was recorded on, when a merge brought "
+        "it to this one (after several merges, the first profile); null for a change made to "
+        "this profile",
+    )
 
 
 class ConsentHistory(BaseModel):
