@@ -27,7 +27,8 @@ NAME = "console_search"
 PROFILES, QUICK_PROFILES = 300_000, 20_000
 STAMP = "2026-01-01 00:00:00.000000"
 
-# (label, query): selective, one profile, none, and a first letter every identity has.
+# (label, query): selective, one profile, and a first letter every identity has; NOTHING, a
+# query no identity starts with, is each round's reference.
 QUERIES = (
     ("a search 100 identities start with", "user00012"),
     ("an address typed in capitals, one match", "USER0001234@"),

@@ -185,9 +185,9 @@ def worker() -> None:
         serve_metrics(metrics, runtime.settings.host, port)
         console.print(f"metrics on http://{runtime.settings.host}:{port}/metrics")
     console.print("worker running; Ctrl-C to stop")
-    worker = Worker(runtime)
+    service = Worker(runtime)
     tune_for_service()
-    worker.run_blocking()
+    service.run_blocking()
 
 
 @bounces_app.command("serve")

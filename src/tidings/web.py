@@ -56,6 +56,10 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# What RFC 9457 defines, with Tidings' `errors`: no extension member may take these names.
+_STANDARD_MEMBERS = frozenset(Problem.model_fields)
+
+
 def problem_response(
     status: int,
     title: str,
@@ -65,14 +69,17 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extensions: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    # Extension members first: none may replace a member the RFC defines.
-    body: dict[str, Any] = dict(extensions or {})
-    body.update({"type": "about:blank", "title": title, "status": status})
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if instance:
         body["instance"] = instance
     body["errors"] = [error.as_dict() for error in errors]
+    # After the standard members, and never one of their names, even where a standard member
+    # is left out: a client reading `detail` must get the problem's, or none.
+    body.update(
+        (name, value) for name, value in (extensions or {}).items() if name not in _STANDARD_MEMBERS
+    )
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

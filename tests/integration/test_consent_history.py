@@ -4,6 +4,7 @@ the API pages through it; merges carry it over and erasures delete it."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,6 +211,23 @@ def test_an_import_jobs_changes_name_the_job(tenant: Tenant):
     job_id = response.json()["import_id"]
     [change] = history(tenant, person)
     assert (change["source"], change["detail"]) == ("import", f"import:{job_id}")
+    # From the console too.
+    client = browser(tenant)
+    token = sign_in(client, create_members(tenant).editor)
+    from_console = address()
+    started = client.post(
+        "/profiles/imports",
+        data={"csrf_token": token, "format": ""},
+        files={"file": ("people.csv", f"email,consent:email\n{from_console},out\n".encode())},
+    )
+    assert started.status_code == 303, started.text
+    page = started.headers["location"]
+    deadline = time.monotonic() + 30
+    while client.get(page + "/status").json()["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    [change] = history(tenant, from_console)
+    assert change["detail"] == f"import:{page.rsplit('/', 1)[1]}"
     # An import run without a job (a library call) writes no detail.
     other = address()
     run_import(tenant, f"email,consent:email\n{other},in\n", batch_rows=10)

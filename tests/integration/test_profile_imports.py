@@ -342,7 +342,7 @@ def test_imports_need_profiles_write_and_stay_in_the_keys_workspace(
 def test_the_command_imports_a_file_with_a_report(tenant: Tenant, tmp_path):
     name = tenant.client.get("/v1/workspace").json()["name"]
     path = tmp_path / "people.csv"
-    path.write_text("email,name\ncli@example.com,Cli\nbroken,\n")
+    path.write_text("email,name,consent:email\ncli@example.com,Cli,in\nbroken,,\n")
     runner = CliRunner()
     result = runner.invoke(
         profiles_app, ["import", str(path), "--workspace", name], obj=tenant.runtime
@@ -355,6 +355,11 @@ def test_the_command_imports_a_file_with_a_report(tenant: Tenant, tmp_path):
     [job] = tenant.client.get("/v1/profile-imports", params={"limit": 1}).json()["items"]
     assert (job["source"], job["file_name"], job["state"]) == ("cli", "people.csv", "succeeded")
     assert (job["created"], job["rejected_total"], job["created_by"]) == (1, 1, None)
+    # The consent it set names the job in the profile's history.
+    [change] = tenant.client.get("/v1/profiles/email/cli@example.com/consent-history").json()[
+        "items"
+    ]
+    assert (change["source"], change["detail"]) == ("import", f"import:{job['id']}")
 
     jsonl = tmp_path / "people.data"
     jsonl.write_text(

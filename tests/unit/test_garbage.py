@@ -33,13 +33,6 @@ def test_freezes_what_exists_and_raises_the_young_threshold():
 
 
 @pytest.mark.usefixtures("restored_collector")
-def test_a_higher_threshold_an_operator_set_stays():
-    gc.set_threshold(50_000, 20, 20)
-    tune_for_service()
-    assert gc.get_threshold() == (50_000, 20, 20)
-
-
-@pytest.mark.usefixtures("restored_collector")
 def test_garbage_is_collected_before_the_freeze():
     cycle = _Node()
     cycle.other = cycle

@@ -108,9 +108,9 @@ def search(
             # page is full; matches are then dense enough for that walk to end soon.
             owners: set[str] = set()
             for start in starts:
-                probe = first_identities(workspace_id, start, dialect, SEARCH_PROBE)
+                probe = first_identities(workspace_id, start, dialect, SEARCH_PROBE + 1)
                 found = [row[1] for row in conn.execute(probe)]
-                if len(found) == SEARCH_PROBE:
+                if len(found) > SEARCH_PROBE:
                     break
                 owners.update(found)
             else:
@@ -151,20 +151,18 @@ def _identity_starts(query: str) -> list[tuple[str | None, str]]:
 
 
 def _starting_with(start: tuple[str | None, str], dialect: str) -> sa.ColumnElement[bool]:
-    """Identities starting with a text, in a form ix_profile_identities_workspace_value finds
-    by a range: on PostgreSQL a LIKE prefix (the index's pattern operator class); on SQLite,
-    whose LIKE ignores ASCII case and so cannot use an index, the range itself in the index's
-    binary order."""
+    """Identities starting with a text, as the range of ix_profile_identities_workspace_value
+    they fill, in binary order: SQLite's own comparison, PostgreSQL's pattern operators (the
+    index's operator class). Not LIKE: SQLite's ignores ASCII case and cannot use the index,
+    and PostgreSQL's, with the pattern a parameter, cannot in a generic plan, which a
+    statement prepared by psycopg may get."""
     namespace, text = start
     value = profile_identities.c.value
-    condition: sa.ColumnElement[bool]
-    if dialect != "sqlite":
-        condition = value.startswith(text, autoescape=True)
-    else:
-        following = _following(text)
-        condition = (
-            value >= text if following is None else sa.and_(value >= text, value < following)
-        )
+    at_least, below = (">=", "<") if dialect == "sqlite" else ("~>=~", "~<~")
+    condition: sa.ColumnElement[bool] = value.op(at_least, is_comparison=True)(text)
+    following = _following(text)
+    if following is not None:
+        condition = sa.and_(condition, value.op(below, is_comparison=True)(following))
     if namespace is not None:
         condition = sa.and_(profile_identities.c.namespace == namespace, condition)
     return condition

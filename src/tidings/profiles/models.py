@@ -33,8 +33,8 @@ profile_identities = sa.Table(
         "profile_id", sa.ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False, index=True
     ),
     # The console's search by the start of any identity (`ada` finds ada@example.com): a range
-    # of this index, in any namespace. On PostgreSQL the pattern operator class lets LIKE
-    # 'ada%' use it whatever the database's collation (the key's own index compares by it).
+    # of this index, in any namespace. On PostgreSQL the pattern operator class compares bytes
+    # (~>=~, ~<~) whatever the database's collation, which the key's own index compares by.
     sa.Index(
         "ix_profile_identities_workspace_value",
         "workspace_id",

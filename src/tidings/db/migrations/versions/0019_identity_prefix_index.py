@@ -21,6 +21,9 @@ def upgrade() -> None:
         "profile_identities",
         ["workspace_id", "value"],
         postgresql_ops={"value": "text_pattern_ops"},
+        # An operator may have built it beforehand with CREATE INDEX CONCURRENTLY, which
+        # does not block writes (docs/operations.md, "Upgrades").
+        if_not_exists=True,
     )
 
 
